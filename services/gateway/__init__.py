@@ -1,0 +1,1 @@
+"""The public gateway: validates, admits and queues requests; never runs a model."""

@@ -1,0 +1,45 @@
+"""Wires the gateway together: repository, queue backend, gRPC server, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from services.gateway.dispatcher import QueueBackend
+from services.grpc.server import GrpcServer
+from services.grpc.servicer import InferenceServicer
+from services.metrics import Metrics
+from services.repository import load_repository
+from services.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class GatewayApp:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.specs = load_repository(Path(settings.model_repository))
+        self.metrics = Metrics()
+        self.backend = QueueBackend(settings, self.specs, self.metrics)
+        servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s)
+        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb)
+        self._metrics_server = None
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self._metrics_server = self.metrics.serve(self.settings.metrics_port, self.settings.host)
+        await self.grpc.start()
+        await self.grpc.set_serving(True)
+        log.info("gateway ready: gRPC :%d, metrics :%d, models %s", self.grpc.port, self.settings.metrics_port,
+                 ", ".join(self.specs))
+
+    def failed(self) -> asyncio.Future[None] | None:
+        return None
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING, then in-flight calls get grace_s to finish, then the queue closes."""
+        await self.grpc.stop(self.settings.grace_s)
+        await self.backend.stop()
+        if self._metrics_server is not None:
+            self._metrics_server[0].shutdown()

@@ -1,0 +1,148 @@
+"""The gateway's backend: admit a request onto its model's stream and wait for the reply.
+
+Each gateway reads its own reply stream and resolves the waiting call by request id; a reply
+for a call that already ended (timed out, or a duplicate after a redelivery) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from services.errors import DeadlineExceeded, QueueFull, Unavailable, from_status
+from services.grpc.statistics import duration_fields
+from services.metrics import Metrics
+from services.proto import grpc_service_pb2 as pb
+from services.queue import streams
+from services.queue.messages import ReplyEntry, RequestEntry
+from services.repository import ModelSpec
+from services.settings import GatewaySettings
+from services.validation import ValidRequest
+
+log = logging.getLogger(__name__)
+
+READY_CACHE_S = 0.5  # replica heartbeats are read at most this often per model
+REPLY_BLOCK_MS = 1000
+
+
+class QueueBackend:
+    def __init__(self, settings: GatewaySettings, specs: dict[str, ModelSpec], metrics: Metrics) -> None:
+        self.specs = specs
+        self._settings = settings
+        self._metrics = metrics
+        self._redis = streams.connect(settings.redis_url, settings.redis_timeout_s)
+        # The reply reader blocks; its own connection's timeout outlasts the block.
+        self._reply_redis = streams.connect(settings.redis_url, settings.redis_timeout_s + REPLY_BLOCK_MS / 1000)
+        self._producer = streams.RequestProducer(self._redis)
+        self._replies = streams.ReplyReader(self._reply_redis, settings.gateway_id)
+        self._waiting: dict[str, asyncio.Future[ReplyEntry]] = {}
+        self._ready: dict[str, tuple[float, bool]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._redis.ping()
+        self._reader = asyncio.create_task(self._read_replies())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(Unavailable("gateway is shutting down"))
+        try:
+            await self._replies.close()
+        except RedisError:
+            pass
+        await self._redis.aclose()
+        await self._reply_redis.aclose()
+
+    # -- readiness ------------------------------------------------------------------
+    async def server_ready(self) -> bool:
+        try:
+            await self._redis.ping()
+        except RedisError:
+            return False
+        return all([await self.model_ready(spec) for spec in self.specs.values()])
+
+    async def model_ready(self, spec: ModelSpec) -> bool:
+        now = time.monotonic()
+        cached = self._ready.get(spec.name)
+        if cached and now - cached[0] < READY_CACHE_S:
+            return cached[1]
+        try:
+            ready = await streams.ready_replicas(self._redis, spec.name, self._settings.replica_ttl_s) > 0
+        except RedisError:
+            ready = False
+        self._ready[spec.name] = (now, ready)
+        return ready
+
+    # -- inference ------------------------------------------------------------------
+    async def infer(
+        self, spec: ModelSpec, request: pb.ModelInferRequest, valid: ValidRequest, deadline: float
+    ) -> pb.ModelInferResponse:
+        started = time.perf_counter_ns()
+        try:
+            reply = await self._submit(spec, request, deadline)
+        except Exception:
+            await self._count(spec, "fail", started)
+            raise
+        if reply.code != 0:
+            await self._count(spec, "fail", started)
+            raise from_status(reply.code, reply.message)
+        await self._count(spec, "success", started)
+        return pb.ModelInferResponse.FromString(reply.payload)
+
+    async def _submit(self, spec: ModelSpec, request: pb.ModelInferRequest, deadline: float) -> ReplyEntry:
+        if not await self.model_ready(spec):
+            raise Unavailable(f"model '{spec.name}' has no ready replica")
+        request_id = uuid.uuid4().hex
+        entry = RequestEntry(request_id, self._replies.stream, deadline, time.time(), request.SerializeToString())
+        future: asyncio.Future[ReplyEntry] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            try:
+                accepted = await self._producer.enqueue(spec.name, entry, spec.max_queue_size)
+            except (RedisError, TimeoutError) as err:
+                raise Unavailable(f"the queue of model '{spec.name}' cannot be reached") from err
+            if not accepted:
+                raise QueueFull(f"the queue of model '{spec.name}' is full ({spec.max_queue_size} requests)")
+            try:
+                return await asyncio.wait_for(future, max(0.0, deadline - time.time()))
+            except TimeoutError as err:
+                raise DeadlineExceeded(f"model '{spec.name}' did not answer within the deadline") from err
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _count(self, spec: ModelSpec, outcome: str, started_ns: int) -> None:
+        fields = duration_fields(outcome, 1, time.perf_counter_ns() - started_ns)
+        try:
+            await streams.add_statistics(self._redis, spec.name, fields)
+        except RedisError as err:
+            log.warning("statistics not recorded: %s", err)
+
+    async def _read_replies(self) -> None:
+        while True:
+            try:
+                replies = await self._replies.read(REPLY_BLOCK_MS)
+            except (RedisError, TimeoutError) as err:
+                log.warning("reading replies failed (%s); retrying", err)
+                await asyncio.sleep(0.5)
+                continue
+            for reply in replies:
+                future = self._waiting.get(reply.request_id)
+                if future is None or future.done():
+                    self._metrics.dropped_replies.inc()
+                else:
+                    future.set_result(reply)
+
+    async def statistics(self, spec: ModelSpec) -> dict[str, int]:
+        try:
+            return await streams.read_statistics(self._redis, spec.name)
+        except RedisError as err:
+            raise Unavailable("statistics store cannot be reached") from err

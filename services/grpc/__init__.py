@@ -1,0 +1,1 @@
+"""The KServe v2 gRPC layer shared by the gateway and the model services."""

@@ -1,0 +1,223 @@
+"""`inference.GRPCInferenceService` (KServe v2 + Triton's extensions), thin: proto in ->
+backend call -> proto out. Errors become gRPC statuses in `_rpc` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from services import __version__
+from services.errors import INTERNAL_MESSAGE, InvalidArgument, ModelNotFound, TensorgateError
+from services.grpc import statistics
+from services.grpc.backend import Backend
+from services.metrics import Metrics
+from services.proto import grpc_service_pb2 as pb
+from services.proto import grpc_service_pb2_grpc
+from services.repository import ModelSpec
+from services.validation import validate
+
+log = logging.getLogger(__name__)
+
+# Only what is really implemented; perf_analyzer asks for ModelStatistics when it sees "statistics".
+EXTENSIONS = ("model_configuration", "statistics")
+# Triton's per-request timeout parameter, in microseconds.
+TIMEOUT_PARAMETER = "timeout"
+
+R = TypeVar("R")
+
+
+def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Turn typed errors into their status; anything else into INTERNAL with a fixed message."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await method(self, request, context)
+        except TensorgateError as err:
+            await context.abort(err.code, str(err))
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, backend: Backend, metrics: Metrics, default_timeout_s: float, server_name: str = "tensorgate") -> None:
+        self._backend = backend
+        self._metrics = metrics
+        self._default_timeout_s = default_timeout_s
+        self._server_name = server_name
+
+    # -- lookups -----------------------------------------------------------------
+    def _spec(self, name: str, version: str = "") -> ModelSpec:
+        spec = self._backend.specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._backend.specs)) or "none"
+            raise ModelNotFound(f"unknown model '{name}' (serving: {known})")
+        if version and version != spec.version:
+            raise ModelNotFound(f"model '{name}' has no version {version} (serving {spec.version})")
+        return spec
+
+    def _deadline(self, spec: ModelSpec, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> float:
+        """Absolute deadline: the config's default timeout (or ours), a `timeout` parameter where the
+        config allows overriding it, and never later than the client's own gRPC deadline."""
+        budget = spec.default_timeout_s or self._default_timeout_s
+        if TIMEOUT_PARAMETER in request.parameters and spec.allow_timeout_override:
+            micros = request.parameters[TIMEOUT_PARAMETER].int64_param
+            if micros <= 0:
+                raise InvalidArgument(f"parameter '{TIMEOUT_PARAMETER}' must be a positive int64 of microseconds")
+            budget = micros / 1e6
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, remaining)
+        return time.time() + budget
+
+    # -- health and metadata ------------------------------------------------------
+    @_rpc
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @_rpc
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=await self._backend.server_ready())
+
+    @_rpc
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+        spec = self._spec(request.name, request.version)
+        return pb.ModelReadyResponse(ready=await self._backend.model_ready(spec))
+
+    @_rpc
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=self._server_name, version=__version__, extensions=list(EXTENSIONS))
+
+    @_rpc
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        spec = self._spec(request.name, request.version)
+        meta = pb.ModelMetadataResponse(name=spec.name, versions=[spec.version], platform=spec.config.platform)
+        for t in spec.inputs:
+            meta.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+        for t in spec.outputs:
+            meta.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+        return meta
+
+    @_rpc
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        spec = self._spec(request.name, request.version)
+        return pb.ModelConfigResponse(config=spec.config)
+
+    @_rpc
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        specs = [self._spec(request.name, request.version)] if request.name else list(self._backend.specs.values())
+        response = pb.ModelStatisticsResponse()
+        for spec in specs:
+            counters = await self._backend.statistics(spec)
+            response.model_stats.append(statistics.to_proto(spec.name, spec.version, counters))
+        return response
+
+    @_rpc
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        response = pb.RepositoryIndexResponse()
+        for spec in self._backend.specs.values():
+            ready = await self._backend.model_ready(spec)
+            if request.ready and not ready:
+                continue
+            response.models.add(
+                name=spec.name,
+                version=spec.version,
+                state="READY" if ready else "UNAVAILABLE",
+                reason="" if ready else "no replica is serving this model",
+            )
+        return response
+
+    # -- inference ----------------------------------------------------------------
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        """One inference with its metrics; raises TensorgateError."""
+        started = time.perf_counter()
+        model = request.model_name if request.model_name in self._backend.specs else "unknown"
+        gauge = self._metrics.pending_requests.labels(model)
+        gauge.inc()
+        try:
+            spec = self._spec(request.model_name, request.model_version)
+            valid = validate(spec, request)
+            response = await self._backend.infer(spec, request, valid, self._deadline(spec, request, context))
+            if not response.id:
+                response.id = request.id
+            self._metrics.requests.labels(model, "success").inc()
+            return response
+        except TensorgateError as err:
+            self._metrics.requests.labels(model, err.reason).inc()
+            raise
+        except Exception:
+            self._metrics.requests.labels(model, "internal").inc()
+            raise
+        finally:
+            gauge.dec()
+            self._metrics.request_duration.labels(model).observe(time.perf_counter() - started)
+
+    @_rpc
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests on one stream run concurrently; each answer (or its error) is sent as it
+        completes, matched by the request's `id`, as Triton does."""
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+
+        async def one(request: pb.ModelInferRequest) -> None:
+            try:
+                answers.put_nowait(pb.ModelStreamInferResponse(infer_response=await self._infer(request, context)))
+            except TensorgateError as err:
+                answers.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=str(err),
+                        infer_response=pb.ModelInferResponse(
+                            id=request.id, model_name=request.model_name, model_version=request.model_version
+                        ),
+                    )
+                )
+            except Exception:
+                log.exception("stream inference failed")
+                answers.put_nowait(
+                    pb.ModelStreamInferResponse(
+                        error_message=INTERNAL_MESSAGE, infer_response=pb.ModelInferResponse(id=request.id)
+                    )
+                )
+
+        async def read_all() -> None:
+            tasks: set[asyncio.Task[None]] = set()
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await reader
+        finally:
+            reader.cancel()

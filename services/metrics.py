@@ -1,0 +1,78 @@
+"""Every Prometheus metric of tensorgate, defined once. Labels are bounded: model names and
+fixed reason words, never request data. Each process exposes its own registry on /metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Latency buckets from 0.5 ms to 30 s: CPU inference of small models sits in the low ms.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The metric families of one process (gateway or model service)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            "tensorgate_request_duration_seconds",
+            "Time from receiving an inference request to answering it.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_duration = Histogram(
+            "tensorgate_queue_duration_seconds",
+            "Time a request waited in the model's stream before its batch started.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.compute_duration = Histogram(
+            "tensorgate_compute_duration_seconds",
+            "Time of one ONNX Runtime call for a whole batch (pre- and post-processing included).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "tensorgate_batch_size",
+            "Rows in each batch given to the model.",
+            ["model"], buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.pending_requests = Gauge(
+            "tensorgate_pending_requests",
+            "Requests accepted and not yet answered.",
+            ["model"], registry=r,
+        )
+        self.requests = Counter(
+            "tensorgate_requests_total",
+            "Inference requests answered, by outcome (success or the failure reason).",
+            ["model", "outcome"], registry=r,
+        )
+        self.dropped_replies = Counter(
+            "tensorgate_dropped_replies_total",
+            "Replies that arrived after their request had ended (late or duplicate).",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "tensorgate_dead_letters_total",
+            "Entries moved to the dead-letter stream after too many deliveries.",
+            ["model"], registry=r,
+        )
+        self.reclaimed = Counter(
+            "tensorgate_reclaimed_entries_total",
+            "Entries taken over from a replica that stopped acknowledging them (XAUTOCLAIM).",
+            ["model"], registry=r,
+        )
+        self.execution_provider = Gauge(
+            "tensorgate_execution_provider_info",
+            "1 for the ONNX Runtime execution provider a model runs on.",
+            ["model", "provider"], registry=r,
+        )
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread] | None:
+        """Expose /metrics on a port (0 disables it). Returns the server so it can be shut down."""
+        if port <= 0:
+            return None
+        return start_http_server(port, addr=host, registry=self.registry)

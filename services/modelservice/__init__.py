@@ -1,0 +1,1 @@
+"""One model service process: a replica that consumes its model's stream and runs ONNX Runtime."""

@@ -1,0 +1,72 @@
+"""Wires one model service together: model, worker, gRPC server, metrics; start and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from services.grpc.server import GrpcServer
+from services.grpc.servicer import InferenceServicer
+from services.metrics import Metrics
+from services.modelservice.backend import DirectBackend
+from services.modelservice.runner import load_model
+from services.modelservice.worker import Worker
+from services.queue import streams
+from services.repository import load_spec
+from services.settings import ModelServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class ModelServiceApp:
+    def __init__(self, settings: ModelServiceSettings) -> None:
+        self.settings = settings
+        self.spec = load_spec(Path(settings.model_repository) / settings.name, settings.version)
+        self.metrics = Metrics()
+        # One thread: ONNX Runtime parallelises inside a call; batches run one after another.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{settings.name}")
+        self.model = load_model(self.spec, settings)
+        self.metrics.execution_provider.labels(self.spec.name, self.model.provider).set(1)
+        # Blocking reads wait idle_block_ms, so the socket timeout must outlast them.
+        timeout = settings.redis_timeout_s + settings.idle_block_ms / 1000
+        self.redis = streams.connect(settings.redis_url, timeout)
+        self.backend = DirectBackend(self.spec, self.model, self.redis, self.executor)
+        servicer = InferenceServicer(self.backend, self.metrics, default_timeout_s=self.spec.default_timeout_s or 30.0,
+                                     server_name=f"tensorgate-model-{self.spec.name}")
+        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb)
+        consumer = streams.RequestConsumer(self.redis, self.spec.name, settings.consumer)
+        self.worker = Worker(self.spec, self.model, consumer, self.metrics, settings, self.executor)
+        self._metrics_server = None
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.model.warmup)
+        await self.redis.ping()
+        self._metrics_server = self.metrics.serve(self.settings.metrics_port, self.settings.host)
+        await self.grpc.start()
+        self._worker_task = asyncio.create_task(self.worker.run())
+        self.backend.ready = True
+        await self.grpc.set_serving(True)
+        log.info("model %s ready: gRPC :%d, metrics :%d, provider %s", self.spec.name, self.grpc.port,
+                 self.settings.metrics_port, self.model.provider)
+
+    def failed(self) -> asyncio.Future[None] | None:
+        return self._worker_task
+
+    async def stop(self) -> None:
+        """Stop taking work, finish what this replica holds, then close."""
+        self.backend.ready = False
+        self.worker.stop()
+        if self._worker_task is not None:
+            try:
+                await asyncio.wait_for(self._worker_task, self.settings.grace_s)
+            except TimeoutError:
+                log.warning("worker did not drain within %.1fs; its entries stay pending for other replicas",
+                            self.settings.grace_s)
+        await self.grpc.stop(self.settings.grace_s)
+        await self.redis.aclose()
+        if self._metrics_server is not None:
+            self._metrics_server[0].shutdown()
+        self.executor.shutdown(wait=True)

@@ -1,0 +1,70 @@
+"""Running a server process: logging, settings from env overridden by flags, and a clean
+drain on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any, Protocol
+
+from pydantic_settings import BaseSettings
+
+
+class App(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def failed(self) -> asyncio.Future[Any] | None:
+        """A task whose end means the process must stop (None if there is none)."""
+        ...
+
+
+def settings_parser(
+    settings_cls: type[BaseSettings], prog: str, description: str, flags: dict[str, str]
+) -> argparse.ArgumentParser:
+    """argparse flags for some settings fields; help comes from each field's description.
+
+    `flags` maps a flag name (without --) to the settings field it sets.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description + " Every setting can also come from the environment.")
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    for flag, field in flags.items():
+        info = settings_cls.model_fields[field]
+        parser.add_argument(
+            f"--{flag}", dest=field, default=None,
+            help=f"{info.description} (env {prefix}{field.upper()}; default {info.get_default(call_default_factory=False)!s})",
+        )
+    parser.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
+    return parser
+
+
+def overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    return {field: getattr(args, field) for field in flags.values() if getattr(args, field) is not None}
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def run_until_signal(app: App) -> int:
+    """Start, wait for SIGINT/SIGTERM (or a fatal task), drain, stop. Returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+    fatal = app.failed()
+    if fatal is not None:
+        waiters.append(fatal)
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if fatal is not None and fatal.done():
+        logging.getLogger(__name__).error("stopping: %r", fatal.exception() if not fatal.cancelled() else "cancelled")
+        code = 1
+    await app.stop()
+    waiters[0].cancel()
+    return code

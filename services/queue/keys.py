@@ -1,0 +1,28 @@
+"""Every Redis key name tensorgate uses, in one place."""
+
+GROUP = "runners"  # the consumer group of every request stream
+
+
+def request_stream(model: str) -> str:
+    """Work for one model; all its replicas read it through GROUP."""
+    return f"req:{model}"
+
+
+def reply_stream(gateway_id: str) -> str:
+    """Replies for one gateway, which reads it alone."""
+    return f"rep:{gateway_id}"
+
+
+def dead_letter_stream(model: str) -> str:
+    """Entries delivered too often without an ACK (a poison request or crashing replicas)."""
+    return f"dlq:{model}"
+
+
+def replicas(model: str) -> str:
+    """Sorted set: replica consumer name -> unix time of its last heartbeat."""
+    return f"replicas:{model}"
+
+
+def statistics(model: str) -> str:
+    """Hash of counters and nanosecond totals behind ModelStatistics, shared by all processes."""
+    return f"stats:{model}"

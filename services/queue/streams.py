@@ -1,0 +1,210 @@
+"""Operations on the streams: the gateway's side (enqueue, read replies) and the model
+service's side (read through the consumer group, reply + ACK, reclaim, dead-letter).
+
+Delivery is at-least-once: an entry is acknowledged (and deleted) only in the same pipeline
+that writes its reply, so a replica that dies mid-batch leaves its entries pending for
+another replica to claim. A gateway drops replies it is no longer waiting for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
+
+from services.queue import keys
+from services.queue.messages import ReplyEntry, RequestEntry
+
+# Admission and append in one atomic step: refuse when the stream already holds
+# max_queue_size entries (queued + in a batch; acknowledged entries are deleted).
+_ENQUEUE = """
+local limit = tonumber(ARGV[1])
+if limit > 0 and redis.call('XLEN', KEYS[1]) >= limit then
+  return 0
+end
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'reply_to', ARGV[3], 'deadline', ARGV[4],
+           'enqueued', ARGV[5], 'payload', ARGV[6])
+return 1
+"""
+
+REPLY_STREAM_MAXLEN = 100_000  # replies are read once by their gateway; the cap only bounds abandoned streams
+
+
+def connect(url: str, timeout_s: float) -> aioredis.Redis:
+    """A client whose every command times out (blocking reads must block for less)."""
+    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+
+class RequestProducer:
+    """Gateway side: append requests to a model's stream with admission control."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._enqueue = redis.register_script(_ENQUEUE)
+
+    async def enqueue(self, model: str, entry: RequestEntry, max_queue_size: int) -> bool:
+        """False when the model's queue is full (nothing was added)."""
+        f = entry.to_fields()
+        added = await self._enqueue(
+            keys=[keys.request_stream(model)],
+            args=[max_queue_size, f["id"], f["reply_to"], f["deadline"], f["enqueued"], f["payload"]],
+        )
+        return bool(added)
+
+
+class ReplyReader:
+    """Gateway side: read this gateway's own reply stream in order."""
+
+    def __init__(self, redis: aioredis.Redis, gateway_id: str) -> None:
+        self._redis = redis
+        self.stream = keys.reply_stream(gateway_id)
+        self._last_id = b"$"  # only replies written after start: older ones answer nobody
+
+    async def read(self, block_ms: int, count: int = 512) -> list[ReplyEntry]:
+        result = await self._redis.xread({self.stream: self._last_id}, count=count, block=block_ms)
+        replies: list[ReplyEntry] = []
+        ids: list[bytes] = []
+        for _stream, entries in result or []:
+            for entry_id, fields in entries:
+                self._last_id = entry_id
+                ids.append(entry_id)
+                replies.append(ReplyEntry.from_fields(fields))
+        if ids:
+            await self._redis.xdel(self.stream, *ids)
+        return replies
+
+    async def close(self) -> None:
+        await self._redis.delete(self.stream)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One entry handed to this replica: its stream id, and the request (None if malformed)."""
+
+    entry_id: bytes
+    request: RequestEntry | None
+    fields: Mapping[bytes, bytes]
+
+
+def _delivery(entry_id: bytes, fields: dict[bytes, bytes]) -> Delivery:
+    try:
+        return Delivery(entry_id, RequestEntry.from_fields(fields), fields)
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return Delivery(entry_id, None, fields)
+
+
+class RequestConsumer:
+    """Model service side: one replica reading a model's stream through the consumer group."""
+
+    def __init__(self, redis: aioredis.Redis, model: str, consumer: str) -> None:
+        self._redis = redis
+        self.model = model
+        self.consumer = consumer
+        self.stream = keys.request_stream(model)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self.stream, keys.GROUP, id="0", mkstream=True)
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
+        """New entries for this replica; block_ms None returns at once."""
+        result = await self._redis.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
+
+    async def finish(
+        self,
+        entry_ids: Sequence[bytes],
+        replies: Sequence[tuple[str, ReplyEntry]],
+        stats: Mapping[str, int] | None = None,
+    ) -> None:
+        """Write the replies, ACK and delete the entries, add statistics: one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for reply_to, reply in replies:
+            pipe.xadd(reply_to, reply.to_fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+        if entry_ids:
+            pipe.xack(self.stream, keys.GROUP, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
+        if stats:
+            _add_statistics(pipe, self.model, stats)
+        await pipe.execute()
+
+    async def claim_stale(self, min_idle_ms: int, max_deliveries: int) -> tuple[list[Delivery], list[Delivery]]:
+        """Take over entries other replicas left pending; split off those delivered too often.
+
+        Returns (to_process, poisoned). Poisoned entries are already in the dead-letter stream
+        and acknowledged; the caller still owes their requester a reply.
+        """
+        claimed: list[Delivery] = []
+        start: bytes | str = "0-0"
+        while True:
+            result = await self._redis.xautoclaim(
+                self.stream, keys.GROUP, self.consumer, min_idle_ms, start_id=start, count=100
+            )
+            start, entries = result[0], result[1]
+            claimed.extend(_delivery(eid, fields) for eid, fields in entries if fields)
+            if start in (b"0-0", "0-0"):
+                break
+        if not claimed:
+            return [], []
+        pipe = self._redis.pipeline(transaction=False)
+        for d in claimed:
+            pipe.xpending_range(self.stream, keys.GROUP, d.entry_id, d.entry_id, 1)
+        pending = await pipe.execute()
+        fresh, poisoned = [], []
+        for d, info in zip(claimed, pending):
+            deliveries = info[0]["times_delivered"] if info else 0
+            (poisoned if deliveries >= max_deliveries else fresh).append(d)
+        if poisoned:
+            pipe = self._redis.pipeline(transaction=False)
+            for d in poisoned:
+                pipe.xadd(keys.dead_letter_stream(self.model), {**d.fields, b"dead_reason": b"max deliveries"})
+            pipe.xack(self.stream, keys.GROUP, *[d.entry_id for d in poisoned])
+            pipe.xdel(self.stream, *[d.entry_id for d in poisoned])
+            await pipe.execute()
+        return fresh, poisoned
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move one entry that cannot be processed to the dead-letter stream."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(keys.dead_letter_stream(self.model), {**delivery.fields, b"dead_reason": reason.encode()})
+        pipe.xack(self.stream, keys.GROUP, delivery.entry_id)
+        pipe.xdel(self.stream, delivery.entry_id)
+        await pipe.execute()
+
+    async def heartbeat(self) -> None:
+        await self._redis.zadd(keys.replicas(self.model), {self.consumer: time.time()})
+
+    async def leave(self) -> None:
+        """Stop counting as a ready replica (on shutdown)."""
+        await self._redis.zrem(keys.replicas(self.model), self.consumer)
+
+
+async def ready_replicas(redis: aioredis.Redis, model: str, ttl_s: float) -> int:
+    """Replicas of a model whose heartbeat is younger than ttl_s."""
+    return int(await redis.zcount(keys.replicas(model), time.time() - ttl_s, "+inf"))
+
+
+def _add_statistics(pipe: Pipeline, model: str, stats: Mapping[str, int]) -> None:
+    """Queue the counter increments, and stamp the time of this (last) inference."""
+    key = keys.statistics(model)
+    for field, amount in stats.items():
+        pipe.hincrby(key, field, amount)
+    pipe.hset(key, "last_inference_ms", int(time.time() * 1000))
+
+
+async def add_statistics(redis: aioredis.Redis, model: str, stats: Mapping[str, int]) -> None:
+    pipe = redis.pipeline(transaction=False)
+    _add_statistics(pipe, model, stats)
+    await pipe.execute()
+
+
+async def read_statistics(redis: aioredis.Redis, model: str) -> dict[str, int]:
+    raw = await redis.hgetall(keys.statistics(model))
+    return {k.decode(): int(v) for k, v in raw.items()}

@@ -1,0 +1,68 @@
+"""Process settings, read once from the environment (pydantic-settings) and passed in.
+
+Every field can be set as an environment variable: the prefix plus the field name in
+capitals, e.g. ``TENSORGATE_GATEWAY_GRPC_PORT=9001``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewaySettings(BaseSettings):
+    """Settings of the public gateway process."""
+
+    model_config = SettingsConfigDict(env_prefix="TENSORGATE_GATEWAY_", protected_namespaces=())
+
+    host: str = Field("0.0.0.0", description="Interface the gRPC server binds to.")
+    grpc_port: int = Field(8001, description="KServe v2 gRPC port (Triton's convention: 8001).")
+    metrics_port: int = Field(8002, description="Prometheus /metrics port; 0 disables it.")
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the request and reply streams.")
+    model_repository: Path = Field(Path("models"), description="Triton-layout model repository (config.pbtxt per model).")
+    gateway_id: str = Field(default_factory=_default_instance_id, description="Names this gateway's reply stream rep:<gateway_id>.")
+    default_timeout_s: float = Field(
+        30.0, description="Deadline for a request that sets none and whose model config sets no default timeout."
+    )
+    redis_timeout_s: float = Field(5.0, description="Timeout of every Redis command the gateway sends.")
+    replica_ttl_s: float = Field(5.0, description="A model replica whose last heartbeat is older than this is not counted as ready.")
+    reply_stream_maxlen: int = Field(100_000, description="Approximate cap of this gateway's reply stream (replies are read once).")
+    grace_s: float = Field(10.0, description="On shutdown, time given to in-flight requests to finish.")
+    max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")
+
+
+class ModelServiceSettings(BaseSettings):
+    """Settings of one model service process (one model, one replica)."""
+
+    model_config = SettingsConfigDict(env_prefix="TENSORGATE_MODEL_", protected_namespaces=())
+
+    name: str = Field("mnist_mlp", description="Model to serve: a folder of the model repository.")
+    version: str = Field("", description="Model version folder to load; empty picks the highest number.")
+    model_repository: Path = Field(Path("models"), description="Triton-layout model repository.")
+    host: str = Field("0.0.0.0", description="Interface the gRPC server binds to.")
+    grpc_port: int = Field(8101, description="Direct gRPC port (health, metadata, direct ModelInfer).")
+    metrics_port: int = Field(9101, description="Prometheus /metrics port; 0 disables it.")
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the request and reply streams.")
+    consumer: str = Field(default_factory=_default_instance_id, description="Consumer name of this replica in the group.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDAExecutionProvider when ONNX Runtime offers it, else CPU."
+    )
+    intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0: ONNX Runtime decides).")
+    inter_op_threads: int = Field(1, description="ONNX Runtime inter-op threads.")
+    redis_timeout_s: float = Field(5.0, description="Timeout of every non-blocking Redis command.")
+    idle_block_ms: int = Field(1000, description="How long one XREADGROUP waits for work when the queue is empty.")
+    claim_idle_ms: int = Field(30_000, description="Entries pending this long on another replica are taken over (XAUTOCLAIM).")
+    claim_interval_s: float = Field(5.0, description="How often to look for stale entries of dead replicas.")
+    max_deliveries: int = Field(3, description="An entry delivered this many times without an ACK goes to the dead-letter stream.")
+    heartbeat_s: float = Field(1.0, description="Interval of the replica heartbeat the gateway reads for ModelReady.")
+    grace_s: float = Field(10.0, description="On shutdown, time given to the batch in flight and direct requests.")
+    max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")

@@ -1,0 +1,203 @@
+"""python -m services.stack: the whole topology as local processes, no Docker.
+
+redis-server (own port, data under .stack/), one model service per model of the repository,
+the gateway, and Prometheus when it is installed. Prints where each listens once all are
+ready, shows a request going through, and on Ctrl-C drains and stops them in order:
+gateway first (no new work), then the model services (finish what they hold), then the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.repository import load_repository
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "mnist"
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    grpc_port: int = 0  # health-checked when set
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+                                        start_new_session=True)  # Ctrl-C reaches us only; we stop children in order
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def serving(self) -> bool:
+        if not self.grpc_port:
+            return self.alive()
+        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            except grpc.RpcError:
+                return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, timeout_s: float) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
+    """The children in start order and the lines describing where each listens."""
+    state = Path(args.state_dir).resolve()
+    logs = state / "logs"
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        sys.exit("redis-server is not on PATH: run `make deps` (installs it with apt-get)")
+    redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
+    (state / "redis").mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    children = [Child("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir",
+                                str(state / "redis"), "--save", "", "--appendonly", "no"], logs / "redis.log")]
+    lines = [f"redis            {redis_url}"]
+    models = sorted(load_repository(Path(args.model_repository)))
+    if args.models:
+        unknown = set(args.models) - set(models)
+        if unknown:
+            sys.exit(f"not in {args.model_repository}: {', '.join(sorted(unknown))}")
+        models = [m for m in models if m in args.models]
+    scrape = []
+    for i, name in enumerate(models):
+        port, mport = args.model_base_port + i, args.model_metrics_base_port + i
+        children.append(Child(name, [py, "-m", "services.modelservice", "--name", name, "--port", str(port),
+                                     "--metrics-port", str(mport), "--redis-url", redis_url,
+                                     "--model-repository", args.model_repository], logs / f"{name}.log", port))
+        lines.append(f"{name:<16} gRPC 127.0.0.1:{port}   metrics http://127.0.0.1:{mport}/metrics")
+        scrape.append(f"127.0.0.1:{mport}")
+    children.append(Child("gateway", [py, "-m", "services.gateway", "--port", str(args.port), "--metrics-port",
+                                      str(args.metrics_port), "--redis-url", redis_url, "--model-repository",
+                                      args.model_repository], logs / "gateway.log", args.port))
+    lines.append(f"{'gateway':<16} gRPC 127.0.0.1:{args.port}   metrics http://127.0.0.1:{args.metrics_port}/metrics")
+    prometheus = shutil.which("prometheus")
+    if prometheus and not args.no_prometheus:
+        config = state / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 5s}\nscrape_configs:\n"
+            f"  - job_name: gateway\n    static_configs: [{{targets: ['127.0.0.1:{args.metrics_port}']}}]\n"
+            f"  - job_name: model_services\n    static_configs: [{{targets: {scrape}}}]\n"
+        )
+        children.append(Child("prometheus", [prometheus, f"--config.file={config}",
+                                             f"--storage.tsdb.path={state / 'prometheus'}",
+                                             f"--web.listen-address=127.0.0.1:{args.prometheus_port}"],
+                              logs / "prometheus.log"))
+        lines.append(f"{'prometheus':<16} http://127.0.0.1:{args.prometheus_port}")
+    return children, lines
+
+
+def wait_ready(children: list[Child], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(children)
+    while pending:
+        for child in list(pending):
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited during start-up; its log ({child.log}):\n{child.tail()}")
+            if child.serving():
+                pending.remove(child)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {timeout_s:.0f}s: {', '.join(c.name for c in pending)}")
+        time.sleep(0.2)
+
+
+def demo(port: int) -> None:
+    """Show one real request: classify the shipped sample digits through the gateway."""
+    from services.client import Client, load_digit
+
+    files = sorted(SAMPLES.glob("*.png"))
+    with Client(f"127.0.0.1:{port}") as client:
+        names = [m for m, _, state in client.models() if m.startswith("mnist_") and state == "READY"]
+        if not files or not names:
+            return
+        labels, probs = client.classify([load_digit(f) for f in files], names[0])
+    print(f"\n{names[0]} through the gateway, on {SAMPLES.relative_to(Path.cwd()) if SAMPLES.is_relative_to(Path.cwd()) else SAMPLES}:")
+    for f, label, p in zip(files, labels, probs):
+        print(f"  {f.name:<12} -> {label}  (p={p[label]:.3f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repository", default="models", help="Triton-layout model repository")
+    parser.add_argument("--models", nargs="*", help="serve only these models (default: every model in the repository)")
+    parser.add_argument("--port", type=int, default=8001, help="gateway gRPC port")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="gateway metrics port")
+    parser.add_argument("--model-base-port", type=int, default=8101, help="gRPC port of the first model service")
+    parser.add_argument("--model-metrics-base-port", type=int, default=9101, help="metrics port of the first model service")
+    parser.add_argument("--redis-port", type=int, default=6390, help="port of the stack's own redis-server")
+    parser.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (when installed)")
+    parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus even if installed")
+    parser.add_argument("--state-dir", default=".stack", help="logs, Redis and Prometheus data")
+    parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for every process")
+    parser.add_argument("--exit-after-demo", action="store_true", help="stop once the stack answered (smoke test)")
+    args = parser.parse_args(argv)
+
+    children, lines = build(args)
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    code = 0
+    try:
+        for child in children:
+            child.start()
+        wait_ready(children, args.ready_timeout)
+        print("tensorgate is up:\n  " + "\n  ".join(lines), flush=True)
+        print(f"  logs             {Path(args.state_dir) / 'logs'}", flush=True)
+        demo(args.port)
+        print("\nCtrl-C drains and stops everything.", flush=True)
+        while not stop_requested and not args.exit_after_demo:
+            dead = [c for c in children if not c.alive()]
+            if dead:
+                print(f"{dead[0].name} stopped unexpectedly; its log:\n{dead[0].tail()}", file=sys.stderr)
+                code = 1
+                break
+            time.sleep(0.5)
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 1
+    finally:
+        print("stopping: gateway, model services, then the rest ...", flush=True)
+        order = [c for c in children if c.name == "gateway"] + [c for c in children if c.grpc_port and c.name != "gateway"]
+        order += [c for c in reversed(children) if c not in order]
+        for child in order:
+            child.stop(timeout_s=20.0)
+        print("stopped.", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Checks a ModelInferRequest against the model's config; every message names the input at fault."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.errors import InvalidArgument, ModelNotFound
+from services.proto import grpc_service_pb2 as pb
+from services.repository import ModelSpec, TensorSpec
+from services.tensors import request_inputs
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request that passed validation, decoded."""
+
+    inputs: dict[str, np.ndarray]
+    rows: int  # batch size of this request (1 for models without batching)
+    outputs: tuple[str, ...]  # names to return, in the model's order
+
+
+def _check_shape(spec: TensorSpec, shape: list[int]) -> None:
+    if len(shape) != len(spec.shape) or any(e != -1 and e != s for e, s in zip(spec.shape, shape)):
+        raise InvalidArgument(f"input '{spec.name}': expected shape {list(spec.shape)}, got {shape}")
+
+
+def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
+    if request.model_version and request.model_version != spec.version:
+        raise ModelNotFound(f"model '{spec.name}' has no version {request.model_version} (serving {spec.version})")
+    expected = ", ".join(f"'{t.name}' {t.datatype} {list(t.shape)}" for t in spec.inputs)
+    seen: set[str] = set()
+    rows: set[int] = set()
+    for tensor in request.inputs:
+        tspec = spec.input(tensor.name)
+        if tspec is None:
+            raise InvalidArgument(f"unexpected input '{tensor.name}'; model '{spec.name}' takes {expected}")
+        if tensor.datatype != tspec.datatype:
+            raise InvalidArgument(f"input '{tensor.name}': expected datatype {tspec.datatype}, got {tensor.datatype or 'none'}")
+        shape = list(tensor.shape)
+        _check_shape(tspec, shape)
+        if spec.max_batch_size > 0:
+            batch = shape[0]
+            if batch < 1 or batch > spec.max_batch_size:
+                raise InvalidArgument(
+                    f"input '{tensor.name}': batch size {batch} outside 1..{spec.max_batch_size} (max_batch_size)"
+                )
+            rows.add(batch)
+        seen.add(tensor.name)
+    missing = [t.name for t in spec.inputs if t.name not in seen]
+    if missing:
+        raise InvalidArgument(f"missing input '{missing[0]}'; model '{spec.name}' takes {expected}")
+    if len(rows) > 1:
+        raise InvalidArgument(f"inputs disagree on the batch size: {sorted(rows)}")
+    inputs = request_inputs(request)  # checks byte sizes and BYTES framing
+    wanted = [o.name for o in request.outputs]
+    for name in wanted:
+        if spec.output(name) is None:
+            known = ", ".join(f"'{o.name}'" for o in spec.outputs)
+            raise InvalidArgument(f"unknown output '{name}'; model '{spec.name}' has {known}")
+    outputs = tuple(o.name for o in spec.outputs if not wanted or o.name in wanted)
+    return ValidRequest(inputs=inputs, rows=rows.pop() if rows else 1, outputs=outputs)
