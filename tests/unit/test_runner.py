@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.modelservice.runner import CPU, CUDA, OnnxModel, choose_providers, load_model
+from services.repository import load_spec
+from services.settings import ModelServiceSettings
+from tests.support import make_tiny_repository
+
+
+def test_provider_choice() -> None:
+    assert choose_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert choose_providers("auto", [CPU]) == [CPU]
+    assert choose_providers("cpu", [CUDA, CPU]) == [CPU]
+    with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+        choose_providers("cuda", [CPU])
+
+
+def test_onnx_model_runs_and_warms_up(tmp_path: Path) -> None:
+    make_tiny_repository(tmp_path, "m", max_batch_size=4)
+    spec = load_spec(tmp_path / "m")
+    model = load_model(spec, ModelServiceSettings(device="cpu", intra_op_threads=1))
+    assert isinstance(model, OnnxModel) and model.provider == CPU
+    model.warmup()
+    out = model.run({"image": np.zeros((3, 1, 28, 28), np.float32)}, ["probabilities"])
+    assert out["probabilities"].shape == (3, 10)
+    np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_config_and_graph_must_agree(tmp_path: Path) -> None:
+    make_tiny_repository(tmp_path, "m")
+    config = tmp_path / "m" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "probabilities"', 'name: "logits"'))
+    with pytest.raises(ValueError, match="config output 'logits' is not a graph output"):
+        load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENSORGATE_MODEL_NAME", "mnist_cnn")
+    monkeypatch.setenv("TENSORGATE_MODEL_GRPC_PORT", "8102")
+    settings = ModelServiceSettings()
+    assert settings.name == "mnist_cnn" and settings.grpc_port == 8102
+    assert ModelServiceSettings(grpc_port=9000).grpc_port == 9000  # explicit values (CLI flags) win

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.errors import InvalidArgument, ModelNotFound
+from services.proto import grpc_service_pb2 as pb
+from services.repository import ModelSpec, load_spec
+from services.tensors import add_input
+from services.validation import validate
+from tests.support import make_tiny_repository
+
+
+@pytest.fixture()
+def spec(tmp_path: Path) -> ModelSpec:
+    make_tiny_repository(tmp_path, "mnist_mlp", max_batch_size=8)
+    return load_spec(tmp_path / "mnist_mlp")
+
+
+def request(*arrays: tuple[str, np.ndarray], version: str = "") -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name="mnist_mlp", model_version=version)
+    for name, array in arrays:
+        add_input(req, name, array)
+    return req
+
+
+def test_valid_request_decodes(spec: ModelSpec) -> None:
+    valid = validate(spec, request(("image", np.zeros((3, 1, 28, 28), np.float32))))
+    assert valid.rows == 3 and valid.outputs == ("probabilities",) and valid.inputs["image"].shape == (3, 1, 28, 28)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ((("image", np.zeros((1, 28, 28), np.float32)),), r"input 'image': expected shape \[-1, 1, 28, 28\], got \[1, 28, 28\]"),
+    ((("image", np.zeros((1, 1, 28, 28), np.float64)),), "input 'image': expected datatype FP32, got FP64"),
+    ((("image", np.zeros((9, 1, 28, 28), np.float32)),), r"batch size 9 outside 1..8"),
+    ((("image", np.zeros((0, 1, 28, 28), np.float32)),), r"batch size 0 outside 1..8"),
+    ((), "missing input 'image'; model 'mnist_mlp' takes 'image' FP32"),
+    ((("image", np.zeros((1, 1, 28, 28), np.float32)), ("extra", np.zeros(1, np.float32))), "unexpected input 'extra'"),
+])
+def test_invalid_requests_name_the_problem(spec: ModelSpec, arrays: tuple, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        validate(spec, request(*arrays))
+
+
+def test_unknown_version_and_output(spec: ModelSpec) -> None:
+    with pytest.raises(ModelNotFound, match="no version 2"):
+        validate(spec, request(("image", np.zeros((1, 1, 28, 28), np.float32)), version="2"))
+    req = request(("image", np.zeros((1, 1, 28, 28), np.float32)))
+    req.outputs.add(name="logits")
+    with pytest.raises(InvalidArgument, match="unknown output 'logits'; model 'mnist_mlp' has 'probabilities'"):
+        validate(spec, req)
