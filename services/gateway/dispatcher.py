@@ -71,14 +71,21 @@ class QueueBackend:
         return all([await self.model_ready(spec) for spec in self.specs.values()])
 
     async def model_ready(self, spec: ModelSpec) -> bool:
+        try:
+            return await self._has_replica(spec)
+        except Unavailable:
+            return False
+
+    async def _has_replica(self, spec: ModelSpec) -> bool:
+        """A live replica heartbeat exists (cached briefly); Unavailable when Redis is unreachable."""
         now = time.monotonic()
         cached = self._ready.get(spec.name)
         if cached and now - cached[0] < READY_CACHE_S:
             return cached[1]
         try:
             ready = await streams.ready_replicas(self._redis, spec.name, self._settings.replica_ttl_s) > 0
-        except RedisError:
-            ready = False
+        except (RedisError, TimeoutError) as err:
+            raise Unavailable(f"the queue of model '{spec.name}' cannot be reached") from err
         self._ready[spec.name] = (now, ready)
         return ready
 
@@ -99,7 +106,7 @@ class QueueBackend:
         return pb.ModelInferResponse.FromString(reply.payload)
 
     async def _submit(self, spec: ModelSpec, request: pb.ModelInferRequest, deadline: float) -> ReplyEntry:
-        if not await self.model_ready(spec):
+        if not await self._has_replica(spec):
             raise Unavailable(f"model '{spec.name}' has no ready replica")
         request_id = uuid.uuid4().hex
         entry = RequestEntry(request_id, self._replies.stream, deadline, time.time(), request.SerializeToString())

@@ -82,6 +82,7 @@ class Worker:
                 except RedisError as err:
                     log.warning("redis read failed (%s); retrying", err)
                     await asyncio.sleep(1.0)
+                    await self._recreate_group(err)
                     continue
                 if not jobs:
                     continue
@@ -96,6 +97,15 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             try:
                 await self.consumer.leave()
+            except RedisError:
+                pass
+
+    async def _recreate_group(self, err: RedisError) -> None:
+        """A Redis that restarted empty has lost the stream and its group: create them again."""
+        if "NOGROUP" in str(err):
+            try:
+                await self.consumer.ensure_group()
+                log.info("consumer group recreated")
             except RedisError:
                 pass
 

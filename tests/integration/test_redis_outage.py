@@ -1,0 +1,61 @@
+"""Redis goes away and comes back: the gateway answers UNAVAILABLE at once meanwhile, keeps
+serving, and recovers without a restart."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from services.proto import grpc_service_pb2 as pb
+from services.proto import grpc_service_pb2_grpc
+from services.tensors import add_input
+from tests.support import RedisServer, make_tiny_repository, start_gateway, start_model_service
+
+pytestmark = pytest.mark.integration
+
+
+def test_gateway_survives_a_redis_restart(tmp_path: Path) -> None:
+    repo = make_tiny_repository(tmp_path / "models", "mnist_mlp")
+    redis = RedisServer(tmp_path / "redis")
+    service = start_model_service(repo, "mnist_mlp", redis.url, tmp_path)
+    gateway = start_gateway(repo, redis.url, tmp_path)
+    try:
+        service.wait_serving()
+        gateway.wait_serving()
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
+        request = pb.ModelInferRequest(model_name="mnist_mlp")
+        add_input(request, "image", np.zeros((1, 1, 28, 28), np.float32))
+        stub.ModelInfer(request, timeout=10)
+
+        redis.stop()
+        time.sleep(0.6)  # past the gateway's readiness cache
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "cannot be reached" in info.value.details()
+        assert time.monotonic() - started < 3.0
+        assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+
+        # Same port again: both processes reconnect on their own.
+        redis.process = subprocess.Popen(redis.process.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                stub.ModelInfer(request, timeout=5)
+                break
+            except grpc.RpcError as err:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no recovery: {err.details()}") from err
+                time.sleep(0.3)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+    finally:
+        gateway.stop()
+        service.stop()
+        redis.stop()
