@@ -25,12 +25,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## the virtualenv with the project and its extras (EXTRAS=cpu,train,dev)
 
-$(PROTO_STAMP): $(STAMP) protos/grpc_service.proto protos/model_config.proto
-	$(PY) -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
-		--grpc_python_out=$(PROTO_OUT) protos/model_config.proto protos/grpc_service.proto
-	sed -i 's/^import model_config_pb2 as/from . import model_config_pb2 as/' \
-		$(PROTO_OUT)/grpc_service_pb2.py $(PROTO_OUT)/grpc_service_pb2.pyi
-	sed -i 's/^import grpc_service_pb2 as/from . import grpc_service_pb2 as/' $(PROTO_OUT)/grpc_service_pb2_grpc.py
+$(PROTO_STAMP): $(STAMP) protos/grpc_service.proto protos/model_config.proto protos/generate.sh
+	PYTHON=$(PY) sh protos/generate.sh
 
 protos: $(PROTO_STAMP)  ## generate the gRPC/protobuf code into services/proto (never edited by hand)
 

@@ -38,6 +38,11 @@ class GatewaySettings(BaseSettings):
     reply_stream_maxlen: int = Field(100_000, description="Approximate cap of this gateway's reply stream (replies are read once).")
     grace_s: float = Field(10.0, description="On shutdown, time given to in-flight requests to finish.")
     max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="When set (JSON list), inference RPCs need metadata 'authorization: Bearer <key>'; "
+        "health and reflection stay open.",
+    )
 
 
 class ModelServiceSettings(BaseSettings):

@@ -23,7 +23,7 @@ class GatewayApp:
         self.metrics = Metrics()
         self.backend = QueueBackend(settings, self.specs, self.metrics)
         servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s)
-        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb)
+        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb, settings.api_keys)
         self._metrics_server = None
 
     async def start(self) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.grpc.auth import ApiKeyInterceptor
 from services.proto import grpc_service_pb2, grpc_service_pb2_grpc
 
 KSERVE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -14,10 +17,18 @@ KSERVE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceServ
 class GrpcServer:
     """A started server and its health servicer, so shutdown can flip health first."""
 
-    def __init__(self, servicer: grpc_service_pb2_grpc.GRPCInferenceServiceServicer, host: str, port: int, max_message_mb: int) -> None:
+    def __init__(
+        self,
+        servicer: grpc_service_pb2_grpc.GRPCInferenceServiceServicer,
+        host: str,
+        port: int,
+        max_message_mb: int,
+        api_keys: Sequence[str] = (),
+    ) -> None:
         limit = max_message_mb * 1024 * 1024
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+            interceptors=[ApiKeyInterceptor(api_keys)] if api_keys else None,
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         )
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.server)
         self.health = health.aio.HealthServicer()

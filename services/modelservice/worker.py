@@ -159,6 +159,7 @@ class Worker:
             if refused:
                 await self.consumer.finish([d.entry_id for d, _ in refused], [r for _, r in refused if r])
             overflow: list[Delivery] = []
+            self.metrics.pending_requests.labels(self.spec.name).inc(len(new_jobs))
             for job in new_jobs:
                 if not overflow and self.policy.fits(rows, job.valid.rows):
                     jobs.append(job)
@@ -166,6 +167,7 @@ class Worker:
                 else:
                     overflow.append(job.delivery)  # starts the next batch, in arrival order
             self._backlog.extendleft(reversed(overflow))
+            self.metrics.pending_requests.labels(self.spec.name).dec(len(overflow))  # counted again when re-read
             if not jobs:
                 return []
             # A request that did not fit ends this batch at once; so does stopping.
@@ -229,8 +231,10 @@ class Worker:
         except RedisError as err:
             # Not acknowledged: the entries stay pending and another replica (or we) reclaim them.
             log.warning("could not write replies (%s); entries stay pending", err)
+            self.metrics.pending_requests.labels(name).dec(len(jobs))
             return
         self.metrics.requests.labels(name, outcome).inc(len(jobs))
+        self.metrics.pending_requests.labels(name).dec(len(jobs))
 
     def _run_batch(self, jobs: list[Job], outputs: list[str]) -> tuple[list[dict[str, np.ndarray]], tuple[int, int, int]]:
         """Executor thread: concatenate, run, split. Returns per-job outputs and (input, infer, output) ns."""

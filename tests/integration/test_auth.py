@@ -1,0 +1,43 @@
+"""A gateway started with API keys refuses inference without one (UNAUTHENTICATED) and keeps
+health checking open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.proto import grpc_service_pb2 as pb
+from services.proto import grpc_service_pb2_grpc
+from services.tensors import add_input
+from tests.integration.conftest import Stack
+from tests.support import start_gateway
+
+pytestmark = pytest.mark.integration
+
+
+def test_api_keys_guard_inference_but_not_health(stack: Stack, tmp_path: Path) -> None:
+    gateway = start_gateway(stack.repo, stack.redis.url, tmp_path, api_keys='["s3cret", "other"]')
+    try:
+        gateway.wait_serving()
+        channel = grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name="mnist_mlp")
+        add_input(request, "image", np.zeros((1, 1, 28, 28), np.float32))
+        for metadata in [(), (("authorization", "Bearer wrong"),)]:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(request, timeout=10, metadata=metadata)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "authorization: Bearer <key>" in info.value.details()
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.ModelStreamInfer(iter([request]), timeout=10))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        ok = stub.ModelInfer(request, timeout=10, metadata=(("authorization", "Bearer s3cret"),))
+        assert ok.model_name == "mnist_mlp"
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        gateway.stop()

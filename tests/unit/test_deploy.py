@@ -1,0 +1,489 @@
+"""The deployment files agree with the code: docker-compose.yml, the Dockerfiles, Prometheus
+and Grafana (deploy/).
+
+- every TENSORGATE_* variable in compose is a real settings field of the process it configures,
+  and the ports it publishes are the ones that process listens on;
+- the compose files, the Prometheus config and every PromQL expression of the dashboard are
+  valid (checked by docker-compose, promtool and a real Prometheus when they are installed);
+- every metric the dashboard queries is one services/metrics.py defines (and, for job="gateway",
+  one the gateway exposes);
+- the build helpers the Dockerfiles run (requirements from pyproject, protobuf generation,
+  the gRPC health check) work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.metrics import Metrics
+from services.settings import GatewaySettings, ModelServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_GPU = ROOT / "deploy" / "docker-compose.gpu.yml"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+DOCKERFILE_GPU = ROOT / "deploy" / "docker" / "Dockerfile.gpu"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "tensorgate.json"
+DATASOURCE_UID = "prometheus"
+
+# What each process kind reads its settings from, keyed by its entry point module.
+ROLES: dict[str, type[GatewaySettings] | type[ModelServiceSettings]] = {
+    "services.gateway": GatewaySettings,
+    "services.modelservice": ModelServiceSettings,
+}
+# Metric families the gateway process updates (services/grpc/servicer.py, services/gateway/).
+GATEWAY_FAMILIES = {
+    "tensorgate_request_duration_seconds",
+    "tensorgate_requests",
+    "tensorgate_pending_requests",
+    "tensorgate_dropped_replies",
+}
+METRIC_NAME = re.compile(r"\btensorgate_[a-zA-Z0-9_]+")
+
+
+def _yaml() -> Any:
+    return pytest.importorskip(
+        "yaml", reason="PyYAML is not installed: add pyyaml to the dev extra (pip install pyyaml)"
+    )
+
+
+def _load_yaml(path: Path) -> Any:
+    return _yaml().safe_load(path.read_text())
+
+
+def _role(service: dict[str, Any]) -> str | None:
+    command = service.get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    for module in ROLES:
+        if module in command:
+            return module
+    return None
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _settings(service: dict[str, Any]) -> GatewaySettings | ModelServiceSettings:
+    """The settings the service's process would build from its compose environment."""
+    role = _role(service)
+    assert role is not None
+    cls = ROLES[role]
+    prefix = cls.model_config["env_prefix"]
+    fields = {k[len(prefix):].lower(): v for k, v in _environment(service).items() if k.startswith(prefix)}
+    return cls(**fields)
+
+
+def _published(service: dict[str, Any]) -> set[int]:
+    """Container ports published on the host ("8001:8001", "127.0.0.1:8001:8001" or long form)."""
+    ports: set[int] = set()
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            ports.add(int(entry["target"]))
+        else:
+            ports.add(int(str(entry).split(":")[-1].split("/")[0]))
+    return ports
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = _load_yaml(COMPOSE)
+    assert isinstance(data, dict) and "services" in data
+    return data
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    data = json.loads(DASHBOARD.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _exprs(dashboard: dict[str, Any]) -> list[str]:
+    exprs = [value for key, value in _walk(dashboard.get("panels", [])) if key == "expr"]
+    assert exprs and all(isinstance(e, str) and e.strip() for e in exprs)
+    return exprs
+
+
+def _defined_series() -> set[str]:
+    """Every series name the Metrics registry can expose (histogram _bucket/_sum/_count, counter _total)."""
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def _family(series: str) -> str:
+    for suffix in ("_bucket", "_sum", "_count", "_total"):
+        if series.endswith(suffix):
+            return series[: -len(suffix)]
+    return series
+
+
+# ----------------------------------------------------------------------------- compose
+
+
+def test_compose_has_the_topology(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"redis", "gateway", "mnist_mlp", "prometheus", "grafana"} <= set(services)
+    assert services["redis"]["image"].startswith("redis:7")
+    assert services["prometheus"]["image"].startswith("prom/prometheus")
+    assert services["grafana"]["image"].startswith("grafana/grafana")
+    assert _role(services["gateway"]) == "services.gateway"
+    assert _role(services["mnist_mlp"]) == "services.modelservice"
+    # The gateway and the model services start once redis is healthy.
+    for name in ("gateway", "mnist_mlp"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert "healthcheck" in services[name]
+        assert services[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+
+
+def test_compose_env_vars_are_settings_fields(compose: dict[str, Any]) -> None:
+    seen = 0
+    for name, service in compose["services"].items():
+        env = {k: v for k, v in _environment(service).items() if k.startswith("TENSORGATE_")}
+        if not env:
+            continue
+        role = _role(service)
+        assert role is not None, f"{name} sets {sorted(env)} but runs no tensorgate entry point"
+        cls = ROLES[role]
+        prefix = cls.model_config["env_prefix"]
+        for key in env:
+            seen += 1
+            assert key.startswith(prefix), f"{name}: {key} is not read by {cls.__name__} (prefix {prefix})"
+            field = key[len(prefix):].lower()
+            assert field in cls.model_fields, f"{name}: {key} is no field of {cls.__name__}"
+        _settings(service)  # the values validate (ports are ints, device is auto|cpu|cuda, ...)
+    assert seen > 0
+
+
+def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    gateway = _settings(services["gateway"])
+    assert (gateway.grpc_port, gateway.metrics_port) == (8001, 8002)
+    assert _published(services["gateway"]) == {8001, 8002}
+    assert gateway.redis_url.startswith("redis://redis:6379")
+
+    models = {name: s for name, s in services.items() if _role(s) == "services.modelservice"}
+    assert "mnist_mlp" in models
+    ports: set[int] = set()
+    for name, service in models.items():
+        settings = _settings(service)
+        assert isinstance(settings, ModelServiceSettings)
+        assert settings.name == name, "a model service is named after the model it serves"
+        assert settings.redis_url.startswith("redis://redis:6379")
+        assert {settings.grpc_port, settings.metrics_port}.isdisjoint(ports), f"{name}: port clash"
+        ports |= {settings.grpc_port, settings.metrics_port}
+        assert {int(p) for p in service.get("expose", [])} == {settings.grpc_port, settings.metrics_port}
+        replicas = (service.get("deploy") or {}).get("replicas", 1)
+        assert replicas == 1 or not _published(service), f"{name}: {replicas} replicas cannot publish fixed ports"
+    assert _settings(models["mnist_mlp"]).grpc_port == 8101
+    assert _settings(models["mnist_mlp"]).metrics_port == 9101
+
+
+def test_compose_gpu_reservation_only_in_override(compose: dict[str, Any]) -> None:
+    # The base file must start on a machine without a GPU: no device reservations there.
+    assert not [k for k, v in _walk(compose) if k == "devices"]
+    override = _load_yaml(COMPOSE_GPU)
+    models = {name for name, s in compose["services"].items() if _role(s) == "services.modelservice"}
+    assert set(override["services"]) <= models
+    service = override["services"]["mnist_mlp"]
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile.gpu"
+    assert _environment(service)["TENSORGATE_MODEL_DEVICE"] in ("cuda", "auto")
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed (apt-get install docker-compose)")
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, COMPOSE_GPU]], ids=["cpu", "gpu-override"])
+def test_compose_config_is_valid(files: list[Path]) -> None:
+    args = ["docker-compose"]
+    for path in files:
+        args += ["-f", str(path)]
+    result = subprocess.run(args + ["config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def test_dockerfiles() -> None:
+    cpu = DOCKERFILE.read_text()
+    gpu = DOCKERFILE_GPU.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", cpu, re.M)
+    assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-cudnn-runtime-", gpu, re.M)
+    for text, extra in ((cpu, "cpu"), (gpu, "gpu")):
+        assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage build"
+        assert f"ARG ORT_EXTRA={extra}" in text
+        assert "protos/generate.sh" in text
+        assert re.search(r"^USER (?!root|0\b)\S+", text, re.M), "runs as a non-root user"
+        assert "/app/models" in text
+        instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        assert "torch" not in instructions and "train" not in instructions, "serving images never install torch"
+    assert 'CMD ["python", "-m", "services.gateway"]' in cpu
+    # Everything the Dockerfiles copy from the context passes .dockerignore's whitelist.
+    allowed = {line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")}
+    for needed in ("pyproject.toml", "protos", "services", "training", "models", "deploy/docker"):
+        assert needed in allowed
+
+
+def _requirements(*args: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "docker" / "requirements.py"), str(ROOT / "pyproject.toml"), *args],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout
+    return [re.split(r"[\s\[<>=~!;]", line, maxsplit=1)[0].lower() for line in out.splitlines() if line.strip()]
+
+
+def test_image_requirements_come_from_pyproject() -> None:
+    cpu = _requirements("cpu")
+    gpu = _requirements("gpu")
+    assert "onnxruntime" in cpu and "onnxruntime-gpu" not in cpu
+    assert "onnxruntime-gpu" in gpu and "onnxruntime" not in gpu
+    for reqs in (cpu, gpu):
+        assert {"grpcio", "redis", "prometheus-client", "pydantic-settings"} <= set(reqs)
+        assert "torch" not in reqs and "grpcio-tools" not in reqs
+    assert _requirements("--only", "dev", "grpcio-tools") == ["grpcio-tools"]
+
+
+def test_protos_generate_script(tmp_path: Path) -> None:
+    pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) is needed to generate protobuf code")
+    shutil.copytree(ROOT / "protos", tmp_path / "protos")
+    (tmp_path / "services" / "proto").mkdir(parents=True)
+    subprocess.run(
+        ["sh", str(ROOT / "protos" / "generate.sh")], cwd=tmp_path, check=True, timeout=60,
+        env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
+    )
+    out = tmp_path / "services" / "proto"
+    for name in ("model_config_pb2.py", "grpc_service_pb2.py", "grpc_service_pb2.pyi", "grpc_service_pb2_grpc.py"):
+        assert (out / name).is_file(), name
+    assert "from . import model_config_pb2 as" in (out / "grpc_service_pb2.py").read_text()
+    assert "from . import grpc_service_pb2 as" in (out / "grpc_service_pb2_grpc.py").read_text()
+    assert not re.search(r"^import \w+_pb2 as", (out / "grpc_service_pb2_grpc.py").read_text(), re.M)
+
+
+def test_healthcheck_script() -> None:
+    grpc = pytest.importorskip("grpc")
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    script = ROOT / "deploy" / "docker" / "healthcheck.py"
+
+    def check(port: int) -> int:
+        return subprocess.run([sys.executable, str(script), str(port)], capture_output=True, timeout=30).returncode
+
+    server = grpc.server(__import__("concurrent.futures").futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert check(port) == 0
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert check(port) == 1
+    finally:
+        server.stop(None).wait()
+    assert check(port) == 1  # nothing listening
+
+
+# ----------------------------------------------------------------------------- prometheus
+
+
+def test_prometheus_scrapes_the_compose_services(compose: dict[str, Any]) -> None:
+    config = _load_yaml(PROMETHEUS)
+    assert config["global"]["scrape_interval"] == "5s"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert {"gateway", "model_services"} <= set(jobs)
+    gateway = _settings(compose["services"]["gateway"])
+    targets = [t for sc in jobs["gateway"]["static_configs"] for t in sc["targets"]]
+    assert targets == [f"gateway:{gateway.metrics_port}"]
+
+    # model_services: one DNS name (= compose service) per model service, at its metrics port.
+    scraped: dict[str, int] = {}
+    for sd in jobs["model_services"].get("dns_sd_configs", []):
+        for name in sd["names"]:
+            scraped[name] = int(sd["port"])
+    for sc in jobs["model_services"].get("static_configs", []):
+        for target in sc["targets"]:
+            host, port = target.rsplit(":", 1)
+            scraped[host] = int(port)
+    expected = {
+        name: _settings(s).metrics_port for name, s in compose["services"].items() if _role(s) == "services.modelservice"
+    }
+    assert scraped == expected
+    assert expected["mnist_mlp"] == 9101
+    assert "prometheus.yml" in " ".join(compose["services"]["prometheus"]["volumes"])
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
+def test_promtool_check_config() -> None:
+    result = subprocess.run(["promtool", "check", "config", str(PROMETHEUS)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- grafana
+
+
+def test_grafana_provisioning(compose: dict[str, Any]) -> None:
+    datasources = _load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
+    (prom,) = [d for d in datasources if d["type"] == "prometheus"]
+    assert prom["uid"] == DATASOURCE_UID
+    assert prom["url"] == "http://prometheus:9090"
+    providers = _load_yaml(GRAFANA / "provisioning" / "dashboards" / "dashboards.yml")["providers"]
+    paths = {p["options"]["path"] for p in providers}
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"] if v.startswith("./")}
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert mounts["./deploy/grafana/dashboards"] in paths
+    env = _environment(grafana)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert "3000:3000" in grafana["ports"]
+
+
+def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
+    assert dashboard["title"] == "tensorgate latency" and dashboard["uid"]
+    uids = {value["uid"] for key, value in _walk(dashboard) if key == "datasource" and isinstance(value, dict)
+            and value.get("type") == "prometheus"}
+    assert uids == {DATASOURCE_UID}
+    (model,) = [v for v in dashboard["templating"]["list"] if v["name"] == "model"]
+    assert model["definition"] == "label_values(tensorgate_request_duration_seconds_count, model)"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    types = {p["type"] for p in panels}
+    assert {"timeseries", "heatmap", "table"} <= types
+    titles = " | ".join(p["title"].lower() for p in panels)
+    for word in ("latency", "queue", "compute", "throughput", "batch size", "pending", "error", "execution provider"):
+        assert word in titles, word
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        for target in panel["targets"]:
+            if "tensorgate_" in target["expr"] and "model" in target["expr"]:
+                assert '"$model"' in target["expr"] or "tensorgate_dropped_replies" in target["expr"], target["expr"]
+
+
+def test_dashboard_metrics_are_defined(dashboard: dict[str, Any]) -> None:
+    defined = _defined_series()
+    used: set[str] = set()
+    for expr in _exprs(dashboard):
+        names = set(METRIC_NAME.findall(expr))
+        assert names, f"no tensorgate metric in {expr!r}"
+        assert names <= defined, f"{expr!r} uses undefined {sorted(names - defined)}"
+        used |= names
+        if 'job="gateway"' in expr:
+            families = {_family(n) for n in names}
+            assert families <= GATEWAY_FAMILIES, f"the gateway does not expose {sorted(families - GATEWAY_FAMILIES)}"
+    for var in dashboard["templating"]["list"]:
+        assert set(METRIC_NAME.findall(var.get("definition", ""))) <= defined
+    # The panels the dashboard promises.
+    for family in ("tensorgate_request_duration_seconds", "tensorgate_queue_duration_seconds",
+                   "tensorgate_compute_duration_seconds", "tensorgate_batch_size"):
+        assert family + "_bucket" in used
+    assert {"tensorgate_requests_total", "tensorgate_pending_requests", "tensorgate_execution_provider_info",
+            "tensorgate_batch_size_sum", "tensorgate_batch_size_count"} <= used
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get_json(url: str, timeout_s: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not installed (apt-get install prometheus): PromQL of the dashboard not checked")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 5s\nscrape_configs: []\n")
+    port = _free_port()
+    log = (tmp / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"prometheus exited: {(tmp / 'prometheus.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("prometheus did not become ready in 15 s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def _grafana_to_promql(expr: str) -> str:
+    """What Grafana sends for expr when every model is selected."""
+    return expr.replace("$__rate_interval", "1m").replace("$model", ".*")
+
+
+def test_dashboard_promql_parses(prometheus_url: str, dashboard: dict[str, Any]) -> None:
+    queries = [_grafana_to_promql(e) for e in _exprs(dashboard)]
+    queries.append("tensorgate_request_duration_seconds_count")  # the model variable's series
+    for query in queries:
+        assert "$" not in query, f"unsubstituted Grafana variable in {query!r}"
+        url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        try:
+            body = _get_json(url)
+        except urllib.error.HTTPError as err:
+            body = json.loads(err.read())
+            err.close()
+        assert body["status"] == "success", f"{query!r}: {body.get('error')}"
