@@ -7,7 +7,8 @@ import argparse
 import asyncio
 import logging
 import signal
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from pydantic_settings import BaseSettings
 
@@ -22,9 +23,7 @@ class App(Protocol):
         ...
 
 
-def settings_parser(
-    settings_cls: type[BaseSettings], prog: str, description: str, flags: dict[str, str]
-) -> argparse.ArgumentParser:
+def _parser(settings_cls: type[BaseSettings], prog: str, description: str, flags: dict[str, str]) -> argparse.ArgumentParser:
     """argparse flags for some settings fields; help comes from each field's description.
 
     `flags` maps a flag name (without --) to the settings field it sets.
@@ -41,8 +40,26 @@ def settings_parser(
     return parser
 
 
-def overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
-    return {field: getattr(args, field) for field in flags.values() if getattr(args, field) is not None}
+S = TypeVar("S", bound=BaseSettings)
+
+
+def main(
+    settings_cls: type[S],
+    make_app: Callable[[S], App],
+    prog: str,
+    description: str,
+    flags: dict[str, str],
+    argv: list[str] | None = None,
+) -> int:
+    """The whole of a server's `python -m`: flags over env settings, logging, serve until a signal."""
+    args = _parser(settings_cls, prog, description, flags).parse_args(argv)
+    setup_logging(args.log_level)
+    settings = settings_cls(**{f: getattr(args, f) for f in flags.values() if getattr(args, f) is not None})
+
+    async def serve() -> int:
+        return await run_until_signal(make_app(settings))
+
+    return asyncio.run(serve())
 
 
 def setup_logging(level: str) -> None:

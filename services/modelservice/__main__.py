@@ -1,12 +1,9 @@
 """python -m services.modelservice --name mnist_mlp: one replica of one model."""
 
-from __future__ import annotations
-
-import asyncio
 import sys
 
+from services import process
 from services.modelservice.app import ModelServiceApp
-from services.process import overrides, run_until_signal, settings_parser, setup_logging
 from services.settings import ModelServiceSettings
 
 FLAGS = {
@@ -21,19 +18,10 @@ FLAGS = {
     "intra-op-threads": "intra_op_threads",
 }
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = settings_parser(ModelServiceSettings, "python -m services.modelservice", "Serve one model from the repository: consume its Redis stream in "
-                             "dynamic batches and answer direct KServe gRPC calls.", FLAGS)
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    settings = ModelServiceSettings(**overrides(args, FLAGS))
-
-    async def serve() -> int:
-        return await run_until_signal(ModelServiceApp(settings))
-
-    return asyncio.run(serve())
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(process.main(
+        ModelServiceSettings, ModelServiceApp, "python -m services.modelservice",
+        "Serve one model from the repository: consume its Redis stream in dynamic batches and answer direct "
+        "KServe gRPC calls.",
+        FLAGS,
+    ))
