@@ -1,0 +1,1 @@
+"""Training jobs, data acquisition and export for the tensorgate model repository."""

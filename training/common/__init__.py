@@ -1,0 +1,1 @@
+"""Pieces every training job shares: checkpoints, ONNX export, model cards, plots, repository entries."""
