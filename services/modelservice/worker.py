@@ -67,7 +67,7 @@ class Worker:
         self.settings = settings
         self.executor = executor
         self.policy = BatchPolicy.from_spec(spec)
-        self._backlog: deque[Delivery] = deque()  # reclaimed entries, and entries that did not fit a batch
+        self._backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
         self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -134,7 +134,7 @@ class Worker:
                 if fresh:
                     log.info("took over %d stale entries", len(fresh))
                     self.metrics.reclaimed.labels(self.spec.name).inc(len(fresh))
-                    self._backlog.extend(fresh)
+                    await self._run_reclaimed(await self._accept(fresh))
             except RedisError as err:
                 log.warning("reclaim failed: %s", err)
 
@@ -155,11 +155,8 @@ class Worker:
                     await asyncio.sleep(min(POLL_S, self.policy.remaining_delay_s(time.monotonic() - started)))
             if not jobs:
                 started = time.monotonic()
-            new_jobs, refused = self._admit(deliveries)
-            if refused:
-                await self.consumer.finish([d.entry_id for d, _ in refused], [r for _, r in refused if r])
+            new_jobs = await self._accept(deliveries)
             overflow: list[Delivery] = []
-            self.metrics.pending_requests.labels(self.spec.name).inc(len(new_jobs))
             for job in new_jobs:
                 if not overflow and self.policy.fits(rows, job.valid.rows):
                     jobs.append(job)
@@ -173,6 +170,28 @@ class Worker:
             # A request that did not fit ends this batch at once; so does stopping.
             if overflow or self._stopping.is_set() or self.policy.ready(rows, time.monotonic() - started):
                 return jobs
+
+    async def _run_reclaimed(self, jobs: list[Job]) -> None:
+        """Run taken-over entries at once, in batches by the policy: left for the main loop, they
+        could wait out its blocking read and look stale again."""
+        batch: list[Job] = []
+        rows = 0
+        for job in jobs:
+            if batch and not self.policy.fits(rows, job.valid.rows):
+                await self._process(batch)
+                batch, rows = [], 0
+            batch.append(job)
+            rows += job.valid.rows
+        if batch:
+            await self._process(batch)
+
+    async def _accept(self, deliveries: Sequence[Delivery]) -> list[Job]:
+        """Admit entries: answer (and ACK) the refused at once, count the rest as pending."""
+        jobs, refused = self._admit(deliveries)
+        if refused:
+            await self.consumer.finish([d.entry_id for d, _ in refused], [r for _, r in refused if r])
+        self.metrics.pending_requests.labels(self.spec.name).inc(len(jobs))
+        return jobs
 
     def _take_backlog(self) -> list[Delivery]:
         taken = list(self._backlog)
