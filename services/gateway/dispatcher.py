@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter, defaultdict
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -27,6 +28,7 @@ from services.validation import ValidRequest
 log = logging.getLogger(__name__)
 
 READY_CACHE_S = 0.5  # replica heartbeats are read at most this often per model
+STATS_FLUSH_S = 0.25  # this gateway's success/fail counters reach Redis this often (and before every read)
 REPLY_BLOCK_MS = 1000
 
 
@@ -42,16 +44,18 @@ class QueueBackend:
         self._replies = streams.ReplyReader(self._reply_redis, settings.gateway_id)
         self._waiting: dict[str, asyncio.Future[ReplyEntry]] = {}
         self._ready: dict[str, tuple[float, bool]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._unflushed: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await self._redis.ping()
-        self._reader = asyncio.create_task(self._read_replies())
+        self._tasks = [asyncio.create_task(self._read_replies()), asyncio.create_task(self._flush_periodically())]
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_statistics()
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(Unavailable("gateway is shutting down"))
@@ -97,12 +101,12 @@ class QueueBackend:
         try:
             reply = await self._submit(spec, request, deadline)
         except Exception:
-            await self._count(spec, "fail", started)
+            self._count(spec, "fail", started)
             raise
         if reply.code != 0:
-            await self._count(spec, "fail", started)
+            self._count(spec, "fail", started)
             raise from_status(reply.code, reply.message)
-        await self._count(spec, "success", started)
+        self._count(spec, "success", started)
         return pb.ModelInferResponse.FromString(reply.payload)
 
     async def _submit(self, spec: ModelSpec, request: pb.ModelInferRequest, deadline: float) -> ReplyEntry:
@@ -126,12 +130,24 @@ class QueueBackend:
         finally:
             self._waiting.pop(request_id, None)
 
-    async def _count(self, spec: ModelSpec, outcome: str, started_ns: int) -> None:
-        fields = duration_fields(outcome, 1, time.perf_counter_ns() - started_ns)
-        try:
-            await streams.add_statistics(self._redis, spec.name, fields)
-        except RedisError as err:
-            log.warning("statistics not recorded: %s", err)
+    def _count(self, spec: ModelSpec, outcome: str, started_ns: int) -> None:
+        """Add to this gateway's unflushed statistics (no Redis round trip on the request path)."""
+        self._unflushed[spec.name].update(duration_fields(outcome, 1, time.perf_counter_ns() - started_ns))
+
+    async def _flush_statistics(self) -> None:
+        """Move this gateway's counters into the shared statistics hashes."""
+        unflushed, self._unflushed = self._unflushed, defaultdict(Counter)
+        for model, counters in unflushed.items():
+            try:
+                await streams.add_statistics(self._redis, model, counters)
+            except (RedisError, TimeoutError) as err:
+                log.warning("statistics not recorded yet (%s); will retry", err)
+                self._unflushed[model].update(counters)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_FLUSH_S)
+            await self._flush_statistics()
 
     async def _read_replies(self) -> None:
         while True:
@@ -141,14 +157,20 @@ class QueueBackend:
                 log.warning("reading replies failed (%s); retrying", err)
                 await asyncio.sleep(0.5)
                 continue
-            for reply in replies:
+            for _, reply in replies:
                 future = self._waiting.get(reply.request_id)
                 if future is None or future.done():
                     self._metrics.dropped_replies.inc()
                 else:
                     future.set_result(reply)
+            if replies:  # after the waiting calls resume: the delete is off their path
+                try:
+                    await self._replies.delete([entry_id for entry_id, _ in replies])
+                except (RedisError, TimeoutError) as err:
+                    log.warning("could not delete read replies: %s", err)
 
     async def statistics(self, spec: ModelSpec) -> dict[str, int]:
+        await self._flush_statistics()
         try:
             return await streams.read_statistics(self._redis, spec.name)
         except RedisError as err:

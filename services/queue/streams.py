@@ -64,18 +64,18 @@ class ReplyReader:
         self.stream = keys.reply_stream(gateway_id)
         self._last_id = b"$"  # only replies written after start: older ones answer nobody
 
-    async def read(self, block_ms: int, count: int = 512) -> list[ReplyEntry]:
+    async def read(self, block_ms: int, count: int = 512) -> list[tuple[bytes, ReplyEntry]]:
+        """The next replies with their stream ids; `delete` them once handled."""
         result = await self._redis.xread({self.stream: self._last_id}, count=count, block=block_ms)
-        replies: list[ReplyEntry] = []
-        ids: list[bytes] = []
+        replies: list[tuple[bytes, ReplyEntry]] = []
         for _stream, entries in result or []:
             for entry_id, fields in entries:
                 self._last_id = entry_id
-                ids.append(entry_id)
-                replies.append(ReplyEntry.from_fields(fields))
-        if ids:
-            await self._redis.xdel(self.stream, *ids)
+                replies.append((entry_id, ReplyEntry.from_fields(fields)))
         return replies
+
+    async def delete(self, entry_ids: Sequence[bytes]) -> None:
+        await self._redis.xdel(self.stream, *entry_ids)
 
     async def close(self) -> None:
         await self._redis.delete(self.stream)
