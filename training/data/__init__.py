@@ -1,0 +1,1 @@
+"""Data sets: download, verify, cache and load."""
