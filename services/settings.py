@@ -69,5 +69,10 @@ class ModelServiceSettings(BaseSettings):
     claim_interval_s: float = Field(5.0, description="How often to look for stale entries of dead replicas.")
     max_deliveries: int = Field(3, description="An entry delivered this many times without an ACK goes to the dead-letter stream.")
     heartbeat_s: float = Field(1.0, description="Interval of the replica heartbeat the gateway reads for ModelReady.")
+    drain_s: float = Field(
+        1.5,
+        description="On shutdown, how long the replica still takes work after leaving the replica set "
+        "(longer than the gateway's 0.5 s readiness cache).",
+    )
     grace_s: float = Field(10.0, description="On shutdown, time given to the batch in flight and direct requests.")
     max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")

@@ -39,7 +39,10 @@ class GatewayApp:
 
     async def stop(self) -> None:
         """Health NOT_SERVING, then in-flight calls get grace_s to finish, then the queue closes."""
+        log.info("draining: health NOT_SERVING, in-flight calls get %.1fs", self.settings.grace_s)
         await self.grpc.stop(self.settings.grace_s)
+        log.info("gRPC server stopped; closing the queue")
         await self.backend.stop()
         if self._metrics_server is not None:
             self._metrics_server[0].shutdown()
+        log.info("gateway stopped")

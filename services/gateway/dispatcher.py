@@ -46,15 +46,19 @@ class QueueBackend:
         self._ready: dict[str, tuple[float, bool]] = {}
         self._unflushed: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     async def start(self) -> None:
         await self._redis.ping()
         self._tasks = [asyncio.create_task(self._read_replies()), asyncio.create_task(self._flush_periodically())]
 
     async def stop(self) -> None:
+        # The flag, not only the cancel, ends the loops: a cancel that lands inside a redis-py
+        # read can come back as a timeout error, which the loops would retry forever.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.wait(self._tasks, timeout=self._settings.redis_timeout_s + REPLY_BLOCK_MS / 1000)
         await self._flush_statistics()
         for future in self._waiting.values():
             if not future.done():
@@ -145,12 +149,12 @@ class QueueBackend:
                 self._unflushed[model].update(counters)
 
     async def _flush_periodically(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(STATS_FLUSH_S)
             await self._flush_statistics()
 
     async def _read_replies(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 replies = await self._replies.read(REPLY_BLOCK_MS)
             except (RedisError, TimeoutError) as err:

@@ -58,10 +58,10 @@ class ModelServiceApp:
     async def stop(self) -> None:
         """Stop taking work, finish what this replica holds, then close."""
         self.backend.ready = False
-        self.worker.stop()
+        await self.worker.stop()
         if self._worker_task is not None:
             try:
-                await asyncio.wait_for(self._worker_task, self.settings.grace_s)
+                await asyncio.wait_for(self._worker_task, self.settings.drain_s + self.settings.grace_s)
             except TimeoutError:
                 log.warning("worker did not drain within %.1fs; its entries stay pending for other replicas",
                             self.settings.grace_s)

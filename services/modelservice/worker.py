@@ -34,6 +34,7 @@ from services.validation import ValidRequest, validate
 log = logging.getLogger(__name__)
 
 POLL_S = 0.0005  # how often the stream is polled while a batch waits for more requests
+DRAIN_BLOCK_MS = 100  # blocking reads while draining, so the drain ends on time
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,16 @@ class Worker:
         self.policy = BatchPolicy.from_spec(spec)
         self._backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
         self._stopping = asyncio.Event()
+        self._stop_time = 0.0
+        self._background: list[asyncio.Task[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         await self.consumer.ensure_group()
-        background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._reclaims())]
+        self._background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._reclaims())]
         inflight: asyncio.Task[None] | None = None
         try:
-            while not self._stopping.is_set() or self._backlog:
+            while not self._drained() or self._backlog:
                 try:
                     jobs = await self._collect()
                 except RedisError as err:
@@ -92,13 +95,22 @@ class Worker:
             if inflight is not None:
                 await inflight
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            try:
-                await self.consumer.leave()
-            except RedisError:
-                pass
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """Stop heartbeats and reclaiming, and drop out of the replica set at once, so gateways
+        stop counting on this replica while it finishes what it holds."""
+        # A cancel that lands inside a redis-py call can come back as a timeout error, which the
+        # loops retry: they also end on the stopping flag, and we wait for them a bounded time.
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.settings.redis_timeout_s + 1)
+        self._background = []
+        try:
+            await self.consumer.leave()
+        except RedisError:
+            pass
 
     async def _recreate_group(self, err: RedisError) -> None:
         """A Redis that restarted empty has lost the stream and its group: create them again."""
@@ -109,12 +121,18 @@ class Worker:
             except RedisError:
                 pass
 
-    def stop(self) -> None:
-        """Finish the batch in hand and what this replica already holds, then return from run()."""
+    async def stop(self) -> None:
+        """Leave the replica set, keep taking work for `drain_s` (gateways may have enqueued for
+        this replica before they saw it leave), finish what it holds, then return from run()."""
         self._stopping.set()
+        self._stop_time = time.monotonic()
+        await self._leave()
+
+    def _drained(self) -> bool:
+        return self._stopping.is_set() and time.monotonic() - self._stop_time >= self.settings.drain_s
 
     async def _heartbeats(self) -> None:
-        while True:
+        while not self._stopping.is_set():  # the flag, not only a cancel, ends it (see _leave)
             try:
                 await self.consumer.heartbeat()
             except RedisError as err:
@@ -122,7 +140,7 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_s)
 
     async def _reclaims(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await asyncio.sleep(self.settings.claim_interval_s)
             try:
                 fresh, poisoned = await self.consumer.claim_stale(self.settings.claim_idle_ms, self.settings.max_deliveries)
@@ -146,10 +164,10 @@ class Worker:
         started = time.monotonic()
         while True:
             deliveries = self._take_backlog()
-            if not deliveries and not self._stopping.is_set():
+            if not deliveries and not self._drained():
                 # Idle: block in Redis until work arrives. Inside the batching window, poll instead:
                 # Redis times out blocked reads only every 1/hz s (100 ms by default), far too coarse.
-                block = None if jobs else self.settings.idle_block_ms
+                block = None if jobs else (DRAIN_BLOCK_MS if self._stopping.is_set() else self.settings.idle_block_ms)
                 deliveries = await self.consumer.read(self.policy.capacity - rows, block)
                 if jobs and not deliveries:
                     await asyncio.sleep(min(POLL_S, self.policy.remaining_delay_s(time.monotonic() - started)))
@@ -167,8 +185,8 @@ class Worker:
             self.metrics.pending_requests.labels(self.spec.name).dec(len(overflow))  # counted again when re-read
             if not jobs:
                 return []
-            # A request that did not fit ends this batch at once; so does stopping.
-            if overflow or self._stopping.is_set() or self.policy.ready(rows, time.monotonic() - started):
+            # A request that did not fit ends this batch at once; so does the end of draining.
+            if overflow or self._drained() or self.policy.ready(rows, time.monotonic() - started):
                 return jobs
 
     async def _run_reclaimed(self, jobs: list[Job]) -> None:
