@@ -8,7 +8,7 @@ PROTO_STAMP := $(PROTO_OUT)/grpc_service_pb2.py
 EXTRAS ?= cpu,train,dev
 CUDART := $(VENV)/lib/python3.11/site-packages/nvidia/cuda_runtime/lib
 
-.PHONY: help deps venv protos data train train-mlp up test test-unit test-integration bench clean
+.PHONY: help deps venv protos data train train-mlp up test typecheck test-unit test-integration bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -41,8 +41,11 @@ train: train-mlp  ## train every model
 up: deps $(PROTO_STAMP)  ## start redis, the model services, the gateway (+Prometheus) locally; Ctrl-C stops
 	$(PY) -m services.stack
 
-test: deps $(PROTO_STAMP)  ## run the whole test suite
+test: deps $(PROTO_STAMP) typecheck  ## type-check services/ and run the whole test suite
 	$(PY) -m pytest -q
+
+typecheck: $(PROTO_STAMP)  ## mypy over services/ (type hints everywhere there)
+	$(PY) -m mypy
 
 test-unit: $(PROTO_STAMP)
 	$(PY) -m pytest -q tests/unit

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from services.gateway.dispatcher import QueueBackend
 from services.grpc.server import GrpcServer
@@ -24,7 +26,7 @@ class GatewayApp:
         self.backend = QueueBackend(settings, self.specs, self.metrics)
         servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s)
         self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb, settings.api_keys)
-        self._metrics_server = None
+        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
 
     async def start(self) -> None:
         await self.backend.start()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 from services.grpc.server import GrpcServer
 from services.grpc.servicer import InferenceServicer
@@ -38,7 +40,7 @@ class ModelServiceApp:
         self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb)
         consumer = streams.RequestConsumer(self.redis, self.spec.name, settings.consumer)
         self.worker = Worker(self.spec, self.model, consumer, self.metrics, settings, self.executor)
-        self._metrics_server = None
+        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._worker_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -206,8 +206,12 @@ class Worker:
     async def _accept(self, deliveries: Sequence[Delivery]) -> list[Job]:
         """Admit entries: answer (and ACK) the refused at once, count the rest as pending."""
         jobs, refused = self._admit(deliveries)
-        if refused:
-            await self.consumer.finish([d.entry_id for d, _ in refused], [r for _, r in refused if r])
+        answered = [(d, r) for d, r in refused if r is not None]
+        if answered:
+            await self.consumer.finish([d.entry_id for d, _ in answered], [r for _, r in answered])
+        for d, r in refused:
+            if r is None:  # nobody to answer: keep it for inspection
+                await self.consumer.dead_letter(d, "malformed entry")
         self.metrics.pending_requests.labels(self.spec.name).inc(len(jobs))
         return jobs
 
@@ -224,7 +228,7 @@ class Worker:
         for d in deliveries:
             entry = d.request
             if entry is None:
-                log.error("malformed stream entry %s dropped: fields %s", d.entry_id, sorted(d.fields))
+                log.error("malformed stream entry %s moved to the dead-letter stream: fields %s", d.entry_id, sorted(d.fields))
                 self.metrics.requests.labels(self.spec.name, "malformed").inc()
                 refused.append((d, None))
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -66,7 +67,7 @@ class ReplyReader:
 
     async def read(self, block_ms: int, count: int = 512) -> list[tuple[bytes, ReplyEntry]]:
         """The next replies with their stream ids; `delete` them once handled."""
-        result = await self._redis.xread({self.stream: self._last_id}, count=count, block=block_ms)
+        result: Any = await self._redis.xread({self.stream: self._last_id}, count=count, block=block_ms)
         replies: list[tuple[bytes, ReplyEntry]] = []
         for _stream, entries in result or []:
             for entry_id, fields in entries:
@@ -88,6 +89,11 @@ class Delivery:
     entry_id: bytes
     request: RequestEntry | None
     fields: Mapping[bytes, bytes]
+
+
+def _dead(delivery: Delivery, reason: str) -> Any:
+    """The entry's fields plus why it is in the dead-letter stream."""
+    return {**delivery.fields, b"dead_reason": reason.encode()}
 
 
 def _delivery(entry_id: bytes, fields: dict[bytes, bytes]) -> Delivery:
@@ -115,7 +121,7 @@ class RequestConsumer:
 
     async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
         """New entries for this replica; block_ms None returns at once."""
-        result = await self._redis.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        result: Any = await self._redis.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
 
     async def finish(
@@ -127,7 +133,7 @@ class RequestConsumer:
         """Write the replies, ACK and delete the entries, add statistics: one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for reply_to, reply in replies:
-            pipe.xadd(reply_to, reply.to_fields(), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+            pipe.xadd(reply_to, cast(Any, reply.to_fields()), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
         if entry_ids:
             pipe.xack(self.stream, keys.GROUP, *entry_ids)
             pipe.xdel(self.stream, *entry_ids)
@@ -157,14 +163,15 @@ class RequestConsumer:
         for d in claimed:
             pipe.xpending_range(self.stream, keys.GROUP, d.entry_id, d.entry_id, 1)
         pending = await pipe.execute()
-        fresh, poisoned = [], []
+        fresh: list[Delivery] = []
+        poisoned: list[Delivery] = []
         for d, info in zip(claimed, pending):
             deliveries = info[0]["times_delivered"] if info else 0
             (poisoned if deliveries >= max_deliveries else fresh).append(d)
         if poisoned:
             pipe = self._redis.pipeline(transaction=False)
             for d in poisoned:
-                pipe.xadd(keys.dead_letter_stream(self.model), {**d.fields, b"dead_reason": b"max deliveries"})
+                pipe.xadd(keys.dead_letter_stream(self.model), _dead(d, "max deliveries"))
             pipe.xack(self.stream, keys.GROUP, *[d.entry_id for d in poisoned])
             pipe.xdel(self.stream, *[d.entry_id for d in poisoned])
             await pipe.execute()
@@ -173,7 +180,7 @@ class RequestConsumer:
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move one entry that cannot be processed to the dead-letter stream."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(keys.dead_letter_stream(self.model), {**delivery.fields, b"dead_reason": reason.encode()})
+        pipe.xadd(keys.dead_letter_stream(self.model), _dead(delivery, reason))
         pipe.xack(self.stream, keys.GROUP, delivery.entry_id)
         pipe.xdel(self.stream, delivery.entry_id)
         await pipe.execute()
@@ -206,5 +213,5 @@ async def add_statistics(redis: aioredis.Redis, model: str, stats: Mapping[str, 
 
 
 async def read_statistics(redis: aioredis.Redis, model: str) -> dict[str, int]:
-    raw = await redis.hgetall(keys.statistics(model))
+    raw: dict[bytes, bytes] = await redis.hgetall(keys.statistics(model))  # type: ignore[assignment]
     return {k.decode(): int(v) for k, v in raw.items()}

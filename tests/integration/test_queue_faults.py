@@ -1,5 +1,5 @@
-"""At-least-once delivery: a replica takes over what a dead one left pending, poison entries
-go to the dead-letter stream, and malformed entries never stall the queue."""
+"""At-least-once delivery: a replica takes over what a dead one left pending, poison and
+malformed entries go to the dead-letter stream, and nothing stalls the queue."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_entry_delivered_too_often_goes_to_dead_letters(stack: Stack) -> None:
 def test_malformed_entries_are_answered_or_dropped_and_queue_keeps_moving(stack: Stack) -> None:
     r = redis.Redis.from_url(stack.redis.url)
     stream = keys.request_stream(MODEL)
-    r.xadd(stream, {"nonsense": "1"})  # no request fields: nobody to answer, dropped
+    r.xadd(stream, {"nonsense": "1"})  # no request fields: nobody to answer, kept as a dead letter
     r.xadd(stream, entry("garbage-1", "rep:test-garbage", payload=b"\xff\xff not protobuf"))
     reply = wait_reply(r, "rep:test-garbage")
     assert reply.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -87,3 +87,5 @@ def test_malformed_entries_are_answered_or_dropped_and_queue_keeps_moving(stack:
     assert wait_reply(r, "rep:test-after").code == 0
     time.sleep(0.2)
     assert r.xlen(stream) == 0 and r.xpending(stream, keys.GROUP)["pending"] == 0
+    dead = r.xrange(keys.dead_letter_stream(MODEL))
+    assert any(fields.get(b"nonsense") == b"1" and fields[b"dead_reason"] == b"malformed entry" for _, fields in dead)
