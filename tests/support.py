@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 import socket
 import subprocess
 import time
@@ -185,3 +188,29 @@ def scrape(port: int) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
+
+
+@dataclass
+class SmallStack:
+    """redis-server, one replica of a tiny `mnist_mlp` and a gateway: for tests that break them."""
+
+    repo: Path
+    redis: RedisServer
+    service: ServiceProcess
+    gateway: ServiceProcess
+
+
+@contextmanager
+def small_stack(tmp_path: Path) -> Iterator[SmallStack]:
+    repo = make_tiny_repository(tmp_path / "models", "mnist_mlp")
+    redis = RedisServer(tmp_path / "redis")
+    stack = SmallStack(repo, redis, start_model_service(repo, "mnist_mlp", redis.url, tmp_path),
+                       start_gateway(repo, redis.url, tmp_path))
+    try:
+        stack.service.wait_serving()
+        stack.gateway.wait_serving()
+        yield stack
+    finally:
+        stack.gateway.stop()
+        stack.service.stop()
+        redis.stop()

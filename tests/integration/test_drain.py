@@ -17,7 +17,7 @@ from services.proto import grpc_service_pb2 as pb
 from services.proto import grpc_service_pb2_grpc
 from services.tensors import add_input
 from services.queue import keys
-from tests.support import RedisServer, make_tiny_repository, start_gateway, start_model_service
+from tests.support import small_stack, start_model_service
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +52,8 @@ def hammer(port: int, stop: threading.Event) -> list[grpc.StatusCode]:
 
 
 def test_sigterm_drains_model_service_then_gateway(tmp_path: Path) -> None:
-    repo = make_tiny_repository(tmp_path / "models", "mnist_mlp")
-    redis = RedisServer(tmp_path / "redis")
-    service = start_model_service(repo, "mnist_mlp", redis.url, tmp_path)
-    gateway = start_gateway(repo, redis.url, tmp_path)
-    try:
-        service.wait_serving()
-        gateway.wait_serving()
+    with small_stack(tmp_path) as stack:
+        repo, redis, service, gateway = stack.repo, stack.redis, stack.service, stack.gateway
         stop = threading.Event()
         with ThreadPoolExecutor(1) as pool:
             codes = pool.submit(hammer, gateway.grpc_port, stop)
@@ -72,7 +67,7 @@ def test_sigterm_drains_model_service_then_gateway(tmp_path: Path) -> None:
         assert set(seen) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, set(seen)
         assert grpc.StatusCode.UNAVAILABLE in seen
 
-        service = start_model_service(repo, "mnist_mlp", redis.url, tmp_path)
+        service = stack.service = start_model_service(repo, "mnist_mlp", redis.url, tmp_path)
         service.wait_serving()
         time.sleep(0.6)  # past the gateway's readiness cache
         before = read_statistics(redis.url)
@@ -91,7 +86,3 @@ def test_sigterm_drains_model_service_then_gateway(tmp_path: Path) -> None:
         assert set(seen) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, seen
         assert after.get("success_count", 0) - before.get("success_count", 0) == seen[grpc.StatusCode.OK]
         assert after.get("fail_count", 0) == before.get("fail_count", 0)
-    finally:
-        gateway.stop()
-        service.stop()
-        redis.stop()

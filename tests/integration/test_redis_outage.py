@@ -14,19 +14,14 @@ import pytest
 from services.proto import grpc_service_pb2 as pb
 from services.proto import grpc_service_pb2_grpc
 from services.tensors import add_input
-from tests.support import RedisServer, make_tiny_repository, start_gateway, start_model_service
+from tests.support import small_stack
 
 pytestmark = pytest.mark.integration
 
 
 def test_gateway_survives_a_redis_restart(tmp_path: Path) -> None:
-    repo = make_tiny_repository(tmp_path / "models", "mnist_mlp")
-    redis = RedisServer(tmp_path / "redis")
-    service = start_model_service(repo, "mnist_mlp", redis.url, tmp_path)
-    gateway = start_gateway(repo, redis.url, tmp_path)
-    try:
-        service.wait_serving()
-        gateway.wait_serving()
+    with small_stack(tmp_path) as stack:
+        redis, gateway = stack.redis, stack.gateway
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
         request = pb.ModelInferRequest(model_name="mnist_mlp")
         add_input(request, "image", np.zeros((1, 1, 28, 28), np.float32))
@@ -55,7 +50,3 @@ def test_gateway_survives_a_redis_restart(tmp_path: Path) -> None:
                     raise AssertionError(f"no recovery: {err.details()}") from err
                 time.sleep(0.3)
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
-    finally:
-        gateway.stop()
-        service.stop()
-        redis.stop()

@@ -29,6 +29,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from services.proto import grpc_service_pb2 as gs
 from services.proto import grpc_service_pb2_grpc as gs_grpc
 from services.proto import model_config_pb2 as mc
+from tests.support import REPO_ROOT
 
 SERVICE = "inference.GRPCInferenceService"
 
@@ -77,28 +78,11 @@ EXPECTED_MESSAGES = {
     "inference.RepositoryIndexResponse.ModelIndex",
 }
 
-SAMPLE_CONFIG_PBTXT = """
-name: "mnist_mlp"
-platform: "onnxruntime_onnx"
-max_batch_size: 64
-input [
-  { name: "image" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] }
-]
-output [
-  { name: "probabilities" data_type: TYPE_FP32 dims: [ 10 ] }
-]
-dynamic_batching {
-  preferred_batch_size: [ 16, 32, 64 ]
-  max_queue_delay_microseconds: 2000
-  default_queue_policy {
-    timeout_action: REJECT
-    default_timeout_microseconds: 5000000
-    allow_timeout_override: true
-    max_queue_size: 1024
-  }
-}
-parameters { key: "tokenizer" value: { string_value: "spm.model" } }
-"""
+# The shipped config (so Triton's own ModelConfig, in a child process below, parses the real file),
+# plus a parameters map as later models use.
+SAMPLE_CONFIG_PBTXT = (REPO_ROOT / "models" / "mnist_mlp" / "config.pbtxt").read_text() + (
+    'parameters { key: "tokenizer" value: { string_value: "spm.model" } }\n'
+)
 
 # Runs in the child interpreter. Reads a JSON list of jobs on stdin, writes a
 # JSON list of results on stdout. Binary payloads travel base64-encoded.
