@@ -6,7 +6,6 @@ STAMP  := $(VENV)/.installed
 PROTO_OUT := services/proto
 PROTO_STAMP := $(PROTO_OUT)/grpc_service_pb2.py
 EXTRAS ?= cpu,train,dev
-CUDART := $(VENV)/lib/python3.11/site-packages/nvidia/cuda_runtime/lib
 
 .PHONY: help deps venv protos data train train-mlp up test typecheck test-unit test-integration bench clean
 
@@ -54,7 +53,7 @@ test-integration: deps $(PROTO_STAMP)
 	$(PY) -m pytest -q tests/integration tests/e2e
 
 bench: deps $(PROTO_STAMP)  ## perf_analyzer against the local stack vs raw ONNX Runtime -> docs/benchmarks.md
-	LD_LIBRARY_PATH=$(CUDART):$$LD_LIBRARY_PATH $(PY) -m bench.serving
+	$(PY) -m bench.serving  # finds libcudart (nvidia-cuda-runtime wheel) for perf_analyzer itself
 
 clean:  ## remove generated code and local state (keeps the virtualenv)
 	rm -rf $(PROTO_OUT)/*_pb2*.py $(PROTO_OUT)/*_pb2.pyi .stack .pytest_cache

@@ -66,7 +66,7 @@ class ModelServiceApp:
                 await asyncio.wait_for(self._worker_task, self.settings.drain_s + self.settings.grace_s)
             except TimeoutError:
                 log.warning("worker did not drain within %.1fs; its entries stay pending for other replicas",
-                            self.settings.grace_s)
+                            self.settings.drain_s + self.settings.grace_s)
         await self.grpc.stop(self.settings.grace_s)
         await self.redis.aclose()
         if self._metrics_server is not None:

@@ -209,9 +209,9 @@ class Worker:
         answered = [(d, r) for d, r in refused if r is not None]
         if answered:
             await self.consumer.finish([d.entry_id for d, _ in answered], [r for _, r in answered])
-        for d, r in refused:
-            if r is None:  # nobody to answer: keep it for inspection
-                await self.consumer.dead_letter(d, "malformed entry")
+        unanswerable = [d for d, r in refused if r is None]
+        if unanswerable:  # nobody to answer: keep them for inspection
+            await self.consumer.dead_letter(unanswerable, "malformed entry")
         self.metrics.pending_requests.labels(self.spec.name).inc(len(jobs))
         return jobs
 

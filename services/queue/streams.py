@@ -91,11 +91,6 @@ class Delivery:
     fields: Mapping[bytes, bytes]
 
 
-def _dead(delivery: Delivery, reason: str) -> Any:
-    """The entry's fields plus why it is in the dead-letter stream."""
-    return {**delivery.fields, b"dead_reason": reason.encode()}
-
-
 def _delivery(entry_id: bytes, fields: dict[bytes, bytes]) -> Delivery:
     try:
         return Delivery(entry_id, RequestEntry.from_fields(fields), fields)
@@ -169,20 +164,17 @@ class RequestConsumer:
             deliveries = info[0]["times_delivered"] if info else 0
             (poisoned if deliveries >= max_deliveries else fresh).append(d)
         if poisoned:
-            pipe = self._redis.pipeline(transaction=False)
-            for d in poisoned:
-                pipe.xadd(keys.dead_letter_stream(self.model), _dead(d, "max deliveries"))
-            pipe.xack(self.stream, keys.GROUP, *[d.entry_id for d in poisoned])
-            pipe.xdel(self.stream, *[d.entry_id for d in poisoned])
-            await pipe.execute()
+            await self.dead_letter(poisoned, "max deliveries")
         return fresh, poisoned
 
-    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move one entry that cannot be processed to the dead-letter stream."""
+    async def dead_letter(self, deliveries: Sequence[Delivery], reason: str) -> None:
+        """Move entries that cannot be processed to the dead-letter stream (ACK + delete): one round trip."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(keys.dead_letter_stream(self.model), _dead(delivery, reason))
-        pipe.xack(self.stream, keys.GROUP, delivery.entry_id)
-        pipe.xdel(self.stream, delivery.entry_id)
+        for d in deliveries:
+            pipe.xadd(keys.dead_letter_stream(self.model), {**d.fields, b"dead_reason": reason.encode()})  # type: ignore[dict-item]
+        ids = [d.entry_id for d in deliveries]
+        pipe.xack(self.stream, keys.GROUP, *ids)
+        pipe.xdel(self.stream, *ids)
         await pipe.execute()
 
     async def heartbeat(self) -> None:
