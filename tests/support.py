@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+import random
 import socket
 import subprocess
 import time
@@ -72,10 +73,26 @@ def make_tiny_repository(root: Path, name: str = "mnist_mlp", max_batch_size: in
     return root
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, distinct from every port handed out before in this process, and below
+    Linux's ephemeral range (32768+): a port the kernel picks for bind(0) can be taken a moment later as
+    the local end of some client's outgoing connection, before the server that was meant to get it binds."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def wait_for_port(port: int, timeout_s: float = 30.0) -> None:

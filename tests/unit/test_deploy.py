@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import pytest
 
 from services.metrics import Metrics
 from services.settings import GatewaySettings, ModelServiceSettings
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -419,12 +419,6 @@ def test_dashboard_metrics_are_defined(dashboard: dict[str, Any]) -> None:
             "tensorgate_batch_size_sum", "tensorgate_batch_size_count"} <= used
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get_json(url: str, timeout_s: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout_s) as response:
         return json.loads(response.read())
@@ -437,7 +431,7 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("prometheus not installed (apt-get install prometheus): PromQL of the dashboard not checked")
     tmp = tmp_path_factory.mktemp("prometheus")
     (tmp / "prometheus.yml").write_text("global:\n  scrape_interval: 5s\nscrape_configs: []\n")
-    port = _free_port()
+    port = free_port()
     log = (tmp / "prometheus.log").open("wb")
     process = subprocess.Popen(
         [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
