@@ -19,11 +19,26 @@ CONFIG_FILE = "config.pbtxt"
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: KServe datatype and the full shape including the batch dim (-1 = any)."""
+    """One input or output: KServe datatype and the full shape including the batch dim (-1 = any).
+
+    `model_shape` is the shape the graph sees: the same as `shape` unless the config has a
+    Triton `reshape` (e.g. dims [1] reshaped to [] for one scalar per batch row: a client may
+    send [N, 1] or [N], the graph gets [N])."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    model_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.model_shape:
+            object.__setattr__(self, "model_shape", self.shape)
+
+    def accepts(self, shape: list[int] | tuple[int, ...]) -> bool:
+        def fits(expected: tuple[int, ...]) -> bool:
+            return len(shape) == len(expected) and all(e == -1 or e == s for e, s in zip(expected, shape))
+
+        return fits(self.shape) or fits(self.model_shape)
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,11 @@ def parse_config(text: str) -> mc.ModelConfig:
 
 def _tensor_specs(tensors: list, batched: bool) -> tuple[TensorSpec, ...]:
     prefix = (-1,) if batched else ()
-    return tuple(TensorSpec(t.name, datatype_name(t.data_type), prefix + tuple(t.dims)) for t in tensors)
+    return tuple(
+        TensorSpec(t.name, datatype_name(t.data_type), prefix + tuple(t.dims),
+                   prefix + tuple(t.reshape.shape) if t.HasField("reshape") else prefix + tuple(t.dims))
+        for t in tensors
+    )
 
 
 def versions_of(model_dir: Path) -> list[str]:

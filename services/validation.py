@@ -22,8 +22,9 @@ class ValidRequest:
 
 
 def _check_shape(spec: TensorSpec, shape: list[int]) -> None:
-    if len(shape) != len(spec.shape) or any(e != -1 and e != s for e, s in zip(spec.shape, shape)):
-        raise InvalidArgument(f"input '{spec.name}': expected shape {list(spec.shape)}, got {shape}")
+    if not spec.accepts(shape):
+        also = f" or {list(spec.model_shape)}" if spec.model_shape != spec.shape else ""
+        raise InvalidArgument(f"input '{spec.name}': expected shape {list(spec.shape)}{also}, got {shape}")
 
 
 def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
@@ -54,6 +55,10 @@ def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
     if len(rows) > 1:
         raise InvalidArgument(f"inputs disagree on the batch size: {sorted(rows)}")
     inputs = request_inputs(request)  # checks byte sizes and BYTES framing
+    for t in spec.inputs:  # the graph's own shape (config reshape), so batches concatenate
+        if t.model_shape != t.shape:
+            lead: tuple[int, ...] = (inputs[t.name].shape[0],) if spec.max_batch_size > 0 else ()
+            inputs[t.name] = inputs[t.name].reshape(lead + t.model_shape[len(lead):])
     wanted = [o.name for o in request.outputs]
     for name in wanted:
         if spec.output(name) is None:

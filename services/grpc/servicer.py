@@ -108,9 +108,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         spec = self._spec(request.name, request.version)
         meta = pb.ModelMetadataResponse(name=spec.name, versions=[spec.version], platform=spec.config.platform)
         for t in spec.inputs:
-            meta.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+            meta.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.model_shape))
         for t in spec.outputs:
-            meta.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+            meta.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.model_shape))
         return meta
 
     @_rpc

@@ -75,7 +75,7 @@ class OnnxModel(Model):
         for rows in sorted(sizes):
             feed = {}
             for t in self.spec.inputs:
-                shape = [rows if d == -1 and i == 0 else max(d, 1) for i, d in enumerate(t.shape)]
+                shape = [rows if d == -1 and i == 0 else max(d, 1) for i, d in enumerate(t.model_shape)]
                 feed[t.name] = np.zeros(shape, dtype=DTYPES[t.datatype])
             self.run(feed, [o.name for o in self.spec.outputs])
 

@@ -90,3 +90,15 @@ def test_config_parses_as_the_servers_model_config() -> None:
     assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
     assert (policy.default_timeout_microseconds, policy.max_queue_size) == (5_000_000, 1024)
     assert policy.allow_timeout_override and parsed.parameters["k"].string_value == "v"
+
+
+def test_reshape_renders_as_triton_parses_it() -> None:
+    from services.repository import parse_config
+
+    config = ModelConfig(
+        name="digit_gan", max_batch_size=4,
+        inputs=(TensorConfig("digit", "TYPE_INT64", (1,), reshape=()),),
+        outputs=(TensorConfig("image", "TYPE_FP32", (1, 28, 28)),))
+    parsed = parse_config(config.render())
+    assert parsed.input[0].HasField("reshape") and list(parsed.input[0].reshape.shape) == []
+    assert not parsed.output[0].HasField("reshape") and list(parsed.output[0].dims) == [1, 28, 28]

@@ -51,3 +51,33 @@ def test_unknown_version_and_output(spec: ModelSpec) -> None:
     req.outputs.add(name="logits")
     with pytest.raises(InvalidArgument, match="unknown output 'logits'; model 'mnist_mlp' has 'probabilities'"):
         validate(spec, req)
+
+
+RESHAPED = """name: "digits"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [
+  { name: "digit" data_type: TYPE_INT64 dims: [ 1 ] reshape: { shape: [ ] } },
+  { name: "seed" data_type: TYPE_INT64 dims: [ 1 ] reshape: { shape: [ ] } }
+]
+output [
+  { name: "image" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] }
+]
+"""
+
+
+def test_reshape_accepts_the_config_dims_and_the_graph_shape(tmp_path: Path) -> None:
+    # Triton's reshape: dims [1] for clients, [] for the graph. Both [N, 1] and [N]
+    # arrive as the graph's [N], so requests of either form batch together.
+    (tmp_path / "digits" / "1").mkdir(parents=True)
+    (tmp_path / "digits" / "config.pbtxt").write_text(RESHAPED)
+    spec = load_spec(tmp_path / "digits")
+    digit = spec.input("digit")
+    assert digit is not None and digit.shape == (-1, 1) and digit.model_shape == (-1,)
+    flat = ("digit", np.array([3, 4], np.int64)), ("seed", np.array([1, 2], np.int64))
+    column = ("digit", np.array([[3], [4]], np.int64)), ("seed", np.array([[1], [2]], np.int64))
+    for arrays in (flat, column):
+        valid = validate(spec, request(*arrays))
+        assert valid.rows == 2 and valid.inputs["digit"].shape == (2,) and valid.inputs["digit"].tolist() == [3, 4]
+    with pytest.raises(InvalidArgument, match=r"input 'digit': expected shape \[-1, 1\] or \[-1\], got \[2, 2\]"):
+        validate(spec, request(("digit", np.zeros((2, 2), np.int64)), ("seed", np.zeros((2, 2), np.int64))))

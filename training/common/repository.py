@@ -31,7 +31,7 @@ def _quote(text: str) -> str:
 
 
 def _ints(values: Sequence[int]) -> str:
-    return "[ " + ", ".join(str(v) for v in values) + " ]"
+    return "[ " + "".join(f"{v}, " for v in values).removesuffix(", ") + " ]" if values else "[ ]"
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class TensorConfig:
     name: str
     data_type: str
     dims: tuple[int, ...]
+    # Triton's reshape: the graph's shape when it differs from dims, e.g. dims (1,) with
+    # reshape () for one scalar per batch row (clients send [N, 1] or [N], the graph takes [N]).
+    reshape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.data_type not in DATA_TYPES:
@@ -49,8 +52,9 @@ class TensorConfig:
             raise ValueError(f"{self.name}: dims must be positive or -1, got {self.dims}")
 
     def render(self) -> str:
+        reshape = "" if self.reshape is None else f" reshape: {{ shape: {_ints(self.reshape)} }}"
         return (f"{{ name: {_quote(self.name)} data_type: {self.data_type} "
-                f"dims: {_ints(self.dims)} }}")
+                f"dims: {_ints(self.dims)}{reshape} }}")
 
 
 @dataclass(frozen=True)
