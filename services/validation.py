@@ -19,6 +19,34 @@ class ValidRequest:
     inputs: dict[str, np.ndarray]
     rows: int  # batch size of this request (1 for models without batching)
     outputs: tuple[str, ...]  # names to return, in the model's order
+    # Request parameters the model takes (e.g. the translator's beam_size), as sorted pairs so
+    # that requests with equal options can share a batch.
+    options: tuple[tuple[str, int], ...] = ()
+
+
+# Integer request parameters a model may take: the config's `parameters` gives the default under
+# the same key and the upper bound under `max_<key>`. Other request parameters are ignored, as
+# Triton ignores parameters a model does not use.
+INT_OPTIONS = ("beam_size",)
+
+
+def _options(spec: ModelSpec, request: pb.ModelInferRequest) -> tuple[tuple[str, int], ...]:
+    options = []
+    for key in INT_OPTIONS:
+        if key not in request.parameters:
+            continue
+        if key not in spec.parameters:
+            raise InvalidArgument(f"parameter '{key}': model '{spec.name}' takes no such parameter")
+        param = request.parameters[key]
+        kind = param.WhichOneof("parameter_choice")
+        if kind not in ("int64_param", "uint64_param"):
+            raise InvalidArgument(f"parameter '{key}': expected an integer, got {kind or 'nothing'}")
+        value = getattr(param, kind)
+        high = int(spec.parameters.get(f"max_{key}", spec.parameters[key]))
+        if not 1 <= value <= high:
+            raise InvalidArgument(f"parameter '{key}': {value} outside 1..{high}")
+        options.append((key, int(value)))
+    return tuple(options)
 
 
 def _check_shape(spec: TensorSpec, shape: list[int]) -> None:
@@ -65,4 +93,5 @@ def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
             known = ", ".join(f"'{o.name}'" for o in spec.outputs)
             raise InvalidArgument(f"unknown output '{name}'; model '{spec.name}' has {known}")
     outputs = tuple(o.name for o in spec.outputs if not wanted or o.name in wanted)
-    return ValidRequest(inputs=inputs, rows=rows.pop() if rows else 1, outputs=outputs)
+    return ValidRequest(inputs=inputs, rows=rows.pop() if rows else 1, outputs=outputs,
+                        options=_options(spec, request))

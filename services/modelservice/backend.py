@@ -38,7 +38,8 @@ class DirectBackend:
     ) -> pb.ModelInferResponse:
         started = time.perf_counter_ns()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._model.run, valid.inputs, list(valid.outputs))
+        future = loop.run_in_executor(self._executor, self._model.run, valid.inputs, list(valid.outputs),
+                                      dict(valid.options))
         try:
             outputs = await asyncio.wait_for(future, max(0.0, deadline - time.time()))
         except TimeoutError as err:

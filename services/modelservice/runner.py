@@ -8,7 +8,7 @@ Models that need pre/post-processing around ONNX (tokenizers, search loops) subc
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -40,7 +40,10 @@ class Model:
 
     provider: str = CPU
 
-    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
+            options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """One batch: inputs by name (batch first) -> the named outputs. `options` are the
+        request parameters the model takes (validation.INT_OPTIONS), equal for the whole batch."""
         raise NotImplementedError
 
     def warmup(self) -> None:
@@ -66,7 +69,8 @@ class OnnxModel(Model):
             if t.name not in graph_outputs:
                 raise ValueError(f"{spec.model_file}: config output '{t.name}' is not a graph output {sorted(graph_outputs)}")
 
-    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
+            options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         results = self.session.run(list(outputs), inputs)
         return dict(zip(outputs, results))
 

@@ -279,25 +279,36 @@ class Worker:
 
     def _run_batch(self, jobs: list[Job], outputs: list[str]) -> tuple[list[dict[str, np.ndarray]], tuple[int, int, int]]:
         """Executor thread: concatenate, run, split. Returns per-job outputs and (input, infer, output) ns."""
-        t0 = time.perf_counter_ns()
+        results: list[dict[str, np.ndarray]] = [{} for _ in jobs]
+        spans = [0, 0, 0]
+        # Requests with different options (e.g. beam sizes) cannot share one model call.
+        groups: dict[tuple[tuple[str, int], ...], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.valid.options, []).append(i)
+        for options, members in groups.items():
+            t0 = time.perf_counter_ns()
+            group = [jobs[i] for i in members]
+            rows = [j.valid.rows for j in group]
+            if self.policy.batching:
+                feed = {t.name: np.concatenate([j.valid.inputs[t.name] for j in group]) for t in self.spec.inputs}
+            else:
+                feed = dict(group[0].valid.inputs)
+            t1 = time.perf_counter_ns()
+            merged = self.model.run(feed, outputs, dict(options))
+            t2 = time.perf_counter_ns()
+            if self.policy.batching:
+                parts = {k: split_rows(v, rows) for k, v in merged.items()}
+                for n, (i, j) in enumerate(zip(members, group)):
+                    results[i] = {k: parts[k][n] for k in j.valid.outputs}
+            else:
+                results[members[0]] = {k: merged[k] for k in group[0].valid.outputs}
+            t3 = time.perf_counter_ns()
+            spans = [spans[0] + t1 - t0, spans[1] + t2 - t1, spans[2] + t3 - t2]
         rows = [j.valid.rows for j in jobs]
-        if self.policy.batching:
-            feed = {t.name: np.concatenate([j.valid.inputs[t.name] for j in jobs]) for t in self.spec.inputs}
-        else:
-            feed = dict(jobs[0].valid.inputs)
-        t1 = time.perf_counter_ns()
-        merged = self.model.run(feed, outputs)
-        t2 = time.perf_counter_ns()
-        if self.policy.batching:
-            parts = {k: split_rows(v, rows) for k, v in merged.items()}
-            results = [{k: parts[k][i] for k in j.valid.outputs} for i, j in enumerate(jobs)]
-        else:
-            results = [{k: merged[k] for k in jobs[0].valid.outputs}]
-        t3 = time.perf_counter_ns()
         m = self.metrics
         m.batch_size.labels(self.spec.name).observe(sum(rows))
-        m.compute_duration.labels(self.spec.name).observe((t3 - t0) / 1e9)
-        return results, (t1 - t0, t2 - t1, t3 - t2)
+        m.compute_duration.labels(self.spec.name).observe(sum(spans) / 1e9)
+        return results, (spans[0], spans[1], spans[2])
 
     def _statistics(self, jobs: list[Job], started: float, timings: tuple[int, int, int]) -> dict[str, int]:
         queue_ns = 0

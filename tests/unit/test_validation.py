@@ -81,3 +81,32 @@ def test_reshape_accepts_the_config_dims_and_the_graph_shape(tmp_path: Path) -> 
         assert valid.rows == 2 and valid.inputs["digit"].shape == (2,) and valid.inputs["digit"].tolist() == [3, 4]
     with pytest.raises(InvalidArgument, match=r"input 'digit': expected shape \[-1, 1\] or \[-1\], got \[2, 2\]"):
         validate(spec, request(("digit", np.zeros((2, 2), np.int64)), ("seed", np.zeros((2, 2), np.int64))))
+
+
+def test_beam_size_is_checked_against_the_config(spec: ModelSpec, tmp_path: Path) -> None:
+    image = ("image", np.zeros((1, 1, 28, 28), np.float32))
+    req = request(image)
+    req.parameters["beam_size"].int64_param = 4
+    with pytest.raises(InvalidArgument, match="parameter 'beam_size': model 'mnist_mlp' takes no such parameter"):
+        validate(spec, req)
+    req = request(image)
+    req.parameters["priority"].int64_param = 1  # parameters a model does not use are ignored, as in Triton
+    assert validate(spec, req).options == ()
+
+    text = (tmp_path / "mnist_mlp" / "config.pbtxt").read_text()
+    (tmp_path / "mnist_mlp" / "config.pbtxt").write_text(
+        text + 'parameters { key: "beam_size" value: { string_value: "5" } }\n'
+               'parameters { key: "max_beam_size" value: { string_value: "8" } }\n')
+    beamy = load_spec(tmp_path / "mnist_mlp")
+    for value, message in ((0, r"0 outside 1..8"), (9, r"9 outside 1..8")):
+        req = request(image)
+        req.parameters["beam_size"].int64_param = value
+        with pytest.raises(InvalidArgument, match=message):
+            validate(beamy, req)
+    req = request(image)
+    req.parameters["beam_size"].string_param = "3"
+    with pytest.raises(InvalidArgument, match="parameter 'beam_size': expected an integer, got string_param"):
+        validate(beamy, req)
+    req = request(image)
+    req.parameters["beam_size"].int64_param = 3
+    assert validate(beamy, req).options == (("beam_size", 3),)
