@@ -353,7 +353,14 @@ class Stack:
     """`python -m services.stack` as a child process: started, waited for, SIGINT-ed."""
 
     def __init__(self, model: str, model_repository: Path, state_dir: Path, ready_timeout_s: float) -> None:
+        from services.repository import load_repository
+        from services.stack import model_ports
+
         gw, gw_metrics, model_port, model_metrics, redis_port, prom = free_ports(6)
+        # The stack puts a model on base + its slot (mnist_cnn: base+1, ...): shift the bases so the
+        # model lands on exactly the free ports picked here.
+        slot = model_ports(load_repository(model_repository), 0, 0).get(model, (0, 0))[0]  # unknown: the stack says so
+        model_port, model_metrics = model_port - slot, model_metrics - slot
         self.url = f"127.0.0.1:{gw}"
         self.state_dir = state_dir
         self.ready_timeout_s = ready_timeout_s

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.repository import load_repository
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "mnist"
+# The models of the contract, in its order: the order fixes each model service's port pair, 8101/9101
+# for the first, 8102/9102 for the second, ... (docker-compose.yml and Prometheus use the same table).
+CONTRACT_MODELS = ("mnist_mlp", "mnist_cnn", "translator_de_en", "digit_gan")
+
+
+def model_ports(models: Iterable[str], base: int, metrics_base: int) -> dict[str, tuple[int, int]]:
+    """(gRPC port, metrics port) of each model's service: base + its slot, metrics_base + its slot.
+
+    A contract model's slot is its place in CONTRACT_MODELS whether or not the others are there, so
+    serving a subset (``--models mnist_cnn``) keeps every model on its contract ports; any other
+    model follows the contract ones, alphabetically. Pass every model of the repository, then pick.
+    """
+    names = set(models)
+    others = sorted(names - set(CONTRACT_MODELS))
+    slots = {name: i for i, name in enumerate(CONTRACT_MODELS)}
+    slots |= {name: len(CONTRACT_MODELS) + i for i, name in enumerate(others)}
+    ordered = sorted(names, key=slots.__getitem__)
+    return {name: (base + slots[name], metrics_base + slots[name]) for name in ordered}
 
 
 @dataclass
@@ -82,15 +101,15 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
     children = [Child("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir",
                                 str(state / "redis"), "--save", "", "--appendonly", "no"], logs / "redis.log")]
     lines = [f"redis            {redis_url}"]
-    models = sorted(load_repository(Path(args.model_repository)))
+    ports = model_ports(load_repository(Path(args.model_repository)), args.model_base_port,
+                        args.model_metrics_base_port)
     if args.models:
-        unknown = set(args.models) - set(models)
+        unknown = set(args.models) - set(ports)
         if unknown:
             sys.exit(f"not in {args.model_repository}: {', '.join(sorted(unknown))}")
-        models = [m for m in models if m in args.models]
+        ports = {m: p for m, p in ports.items() if m in args.models}
     scrape = []
-    for i, name in enumerate(models):
-        port, mport = args.model_base_port + i, args.model_metrics_base_port + i
+    for name, (port, mport) in ports.items():
         children.append(Child(name, [py, "-m", "services.modelservice", "--name", name, "--port", str(port),
                                      "--metrics-port", str(mport), "--redis-url", redis_url,
                                      "--model-repository", args.model_repository], logs / f"{name}.log", port))
@@ -151,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="*", help="serve only these models (default: every model in the repository)")
     parser.add_argument("--port", type=int, default=8001, help="gateway gRPC port")
     parser.add_argument("--metrics-port", type=int, default=8002, help="gateway metrics port")
-    parser.add_argument("--model-base-port", type=int, default=8101, help="gRPC port of the first model service")
-    parser.add_argument("--model-metrics-base-port", type=int, default=9101, help="metrics port of the first model service")
+    parser.add_argument("--model-base-port", type=int, default=8101,
+                        help="gRPC port of mnist_mlp; mnist_cnn gets base+1, translator_de_en base+2, digit_gan base+3, "
+                        "other models the next ones (alphabetically); --models does not renumber")
+    parser.add_argument("--model-metrics-base-port", type=int, default=9101,
+                        help="metrics port of mnist_mlp; the others as for --model-base-port")
     parser.add_argument("--redis-port", type=int, default=6390, help="port of the stack's own redis-server")
     parser.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (when installed)")
     parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus even if installed")

@@ -3,6 +3,8 @@ and Grafana (deploy/).
 
 - every TENSORGATE_* variable in compose is a real settings field of the process it configures,
   and the ports it publishes are the ones that process listens on;
+- every model of the contract has its model service (compose, Prometheus, GPU override) on the
+  contract's port pair, and the local stack (services/stack.py) assigns the same pairs;
 - the compose files, the Prometheus config and every PromQL expression of the dashboard are
   valid (checked by docker-compose, promtool and a real Prometheus when they are installed);
 - every metric the dashboard queries is one services/metrics.py defines (and, for job="gateway",
@@ -13,6 +15,7 @@ and Grafana (deploy/).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -31,6 +34,7 @@ import pytest
 
 from services.metrics import Metrics
 from services.settings import GatewaySettings, ModelServiceSettings
+from services.stack import CONTRACT_MODELS, model_ports
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +59,14 @@ GATEWAY_FAMILIES = {
     "tensorgate_requests",
     "tensorgate_pending_requests",
     "tensorgate_dropped_replies",
+}
+# The contract's port table (ARCHITECTURE "Names and ports"): gRPC 8101.., metrics 9101.., one
+# pair per model service, in the order of the contract's model list.
+MODEL_PORTS = {
+    "mnist_mlp": (8101, 9101),
+    "mnist_cnn": (8102, 9102),
+    "translator_de_en": (8103, 9103),
+    "digit_gan": (8104, 9104),
 }
 METRIC_NAME = re.compile(r"\btensorgate_[a-zA-Z0-9_]+")
 
@@ -160,19 +172,26 @@ def _family(series: str) -> str:
 # ----------------------------------------------------------------------------- compose
 
 
+def test_contract_models_are_the_port_table() -> None:
+    assert tuple(MODEL_PORTS) == CONTRACT_MODELS
+
+
 def test_compose_has_the_topology(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"redis", "gateway", "mnist_mlp", "prometheus", "grafana"} <= set(services)
+    assert {"redis", "gateway", "prometheus", "grafana", *MODEL_PORTS} <= set(services)
     assert services["redis"]["image"].startswith("redis:7")
     assert services["prometheus"]["image"].startswith("prom/prometheus")
     assert services["grafana"]["image"].startswith("grafana/grafana")
     assert _role(services["gateway"]) == "services.gateway"
-    assert _role(services["mnist_mlp"]) == "services.modelservice"
+    for name in MODEL_PORTS:
+        assert _role(services[name]) == "services.modelservice", name
     # The gateway and the model services start once redis is healthy.
-    for name in ("gateway", "mnist_mlp"):
-        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert "healthcheck" in services[name]
-        assert services[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+    for name in ("gateway", *MODEL_PORTS):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert "healthcheck" in services[name], name
+        assert services[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile", name
+    # Prometheus starts after every process it scrapes.
+    assert {"gateway", *MODEL_PORTS} <= set(services["prometheus"]["depends_on"])
 
 
 def test_compose_env_vars_are_settings_fields(compose: dict[str, Any]) -> None:
@@ -214,8 +233,15 @@ def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
         assert {int(p) for p in service.get("expose", [])} == {settings.grpc_port, settings.metrics_port}
         replicas = (service.get("deploy") or {}).get("replicas", 1)
         assert replicas == 1 or not _published(service), f"{name}: {replicas} replicas cannot publish fixed ports"
-    assert _settings(models["mnist_mlp"]).grpc_port == 8101
-    assert _settings(models["mnist_mlp"]).metrics_port == 9101
+    assert set(MODEL_PORTS) <= set(models)
+    for name, (grpc_port, metrics_port) in MODEL_PORTS.items():
+        settings = _settings(models[name])
+        assert (settings.grpc_port, settings.metrics_port) == (grpc_port, metrics_port), name
+        assert not _published(models[name]), f"{name}: model-service ports stay internal (expose, not ports)"
+        # Its health check asks its own gRPC port.
+        test = models[name]["healthcheck"]["test"]
+        assert test[0] == "CMD" and "tensorgate-healthcheck" in " ".join(test), name
+        assert test[-1] == str(grpc_port), f"{name}: health check on {test[-1]}, gRPC on {grpc_port}"
 
 
 def test_compose_gpu_reservation_only_in_override(compose: dict[str, Any]) -> None:
@@ -224,11 +250,15 @@ def test_compose_gpu_reservation_only_in_override(compose: dict[str, Any]) -> No
     override = _load_yaml(COMPOSE_GPU)
     models = {name for name, s in compose["services"].items() if _role(s) == "services.modelservice"}
     assert set(override["services"]) <= models
-    service = override["services"]["mnist_mlp"]
-    devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile.gpu"
-    assert _environment(service)["TENSORGATE_MODEL_DEVICE"] in ("cuda", "auto")
+    assert set(MODEL_PORTS) <= set(override["services"]), "every model service reserves a GPU"
+    for name, service in override["services"].items():
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}], name
+        assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile.gpu", name
+        assert service["image"] == "tensorgate:gpu", name
+        assert _environment(service)["TENSORGATE_MODEL_DEVICE"] in ("cuda", "auto"), name
+        # The override touches only the image and the device: name and ports stay the base file's.
+        assert not {"TENSORGATE_MODEL_NAME", "TENSORGATE_MODEL_GRPC_PORT"} & set(_environment(service)), name
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed (apt-get install docker-compose)")
@@ -348,7 +378,11 @@ def test_prometheus_scrapes_the_compose_services(compose: dict[str, Any]) -> Non
         name: _settings(s).metrics_port for name, s in compose["services"].items() if _role(s) == "services.modelservice"
     }
     assert scraped == expected
-    assert expected["mnist_mlp"] == 9101
+    assert {name: port for name, port in expected.items() if name in MODEL_PORTS} == {
+        name: metrics for name, (_, metrics) in MODEL_PORTS.items()
+    }
+    # Every target is labelled with its compose service (the DNS name), not its replica's IP.
+    assert {"source_labels": ["__meta_dns_name"], "target_label": "service"} in jobs["model_services"]["relabel_configs"]
     assert "prometheus.yml" in " ".join(compose["services"]["prometheus"]["volumes"])
 
 
@@ -481,3 +515,43 @@ def test_dashboard_promql_parses(prometheus_url: str, dashboard: dict[str, Any])
             body = json.loads(err.read())
             err.close()
         assert body["status"] == "success", f"{query!r}: {body.get('error')}"
+
+
+# ----------------------------------------------------------------------------- local stack
+
+
+def test_stack_model_ports_follow_the_contract() -> None:
+    every = ["zeta", "digit_gan", "alpha", "mnist_mlp", "translator_de_en", "mnist_cnn"]
+    ports = model_ports(every, 8101, 9101)
+    assert list(ports) == [*CONTRACT_MODELS, "alpha", "zeta"]  # start order: contract order, then the rest
+    assert {name: ports[name] for name in MODEL_PORTS} == MODEL_PORTS
+    assert ports["alpha"] == (8105, 9105) and ports["zeta"] == (8106, 9106)
+    # The same table as compose with the default bases, and any other bases shift it as a whole.
+    assert model_ports(every, 20000, 30000)["translator_de_en"] == (20002, 30002)
+
+
+def test_stack_model_ports_keep_contract_slots_when_models_are_missing() -> None:
+    # A repository with some of the contract's models: each keeps its own slot (no renumbering).
+    assert model_ports(["mnist_mlp"], 8101, 9101) == {"mnist_mlp": (8101, 9101)}
+    assert model_ports(["digit_gan", "mnist_cnn"], 8101, 9101) == {"mnist_cnn": (8102, 9102), "digit_gan": (8104, 9104)}
+    # Models outside the contract come after every contract slot, even when those are unused.
+    assert model_ports(["mnist_mlp", "extra"], 8101, 9101) == {"mnist_mlp": (8101, 9101), "extra": (8105, 9105)}
+    assert model_ports([], 8101, 9101) == {}
+
+
+def test_stack_serves_each_model_on_its_contract_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build() with --models picks from the whole repository's table: mnist_cnn alone is still on base+1."""
+    import services.stack as stack
+
+    monkeypatch.setattr(stack, "load_repository", lambda root: dict.fromkeys(("mnist_mlp", "mnist_cnn", "digit_gan")))
+    monkeypatch.setattr(stack.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "redis-server" else None)
+    args = argparse.Namespace(
+        state_dir=str(tmp_path), redis_port=6390, model_repository="models", models=["mnist_cnn", "digit_gan"],
+        model_base_port=18101, model_metrics_base_port=19101, port=18001, metrics_port=18002,
+        prometheus_port=19090, no_prometheus=True,
+    )
+    children, _ = stack.build(args)
+    served = {c.name: (c.grpc_port, c.argv[c.argv.index("--metrics-port") + 1]) for c in children
+              if "services.modelservice" in c.argv}
+    assert served == {"mnist_cnn": (18102, "19102"), "digit_gan": (18104, "19104")}
+    assert [c.name for c in children] == ["redis", "mnist_cnn", "digit_gan", "gateway"]
