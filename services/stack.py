@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -150,18 +151,43 @@ def wait_ready(children: list[Child], timeout_s: float) -> None:
 
 
 def demo(port: int) -> None:
-    """Show one real request: classify the shipped sample digits through the gateway."""
+    """Show real requests through the gateway: classify the shipped sample digits with each
+    classifier, and, when they are served, translate two sentences and draw digits."""
     from services.client import Client, load_digit
 
     files = sorted(SAMPLES.glob("*.png"))
+    shown = SAMPLES.relative_to(Path.cwd()) if SAMPLES.is_relative_to(Path.cwd()) else SAMPLES
     with Client(f"127.0.0.1:{port}") as client:
-        names = [m for m, _, state in client.models() if m.startswith("mnist_") and state == "READY"]
-        if not files or not names:
-            return
-        labels, probs = client.classify([load_digit(f) for f in files], names[0])
-    print(f"\n{names[0]} through the gateway, on {SAMPLES.relative_to(Path.cwd()) if SAMPLES.is_relative_to(Path.cwd()) else SAMPLES}:")
-    for f, label, p in zip(files, labels, probs):
-        print(f"  {f.name:<12} -> {label}  (p={p[label]:.3f})")
+        ready = {m for m, _, state in client.models() if state == "READY"}
+        images = [load_digit(f) for f in files]
+        for name in sorted(m for m in ready if m.startswith("mnist_")):
+            if not files:
+                break
+            labels, probs = client.classify(images, name)
+            print(f"\n{name} through the gateway, on {shown}:")
+            for f, label, p in zip(files, labels, probs):
+                print(f"  {f.name:<12} -> {label}  (p={p[label]:.3f})")
+        if "translator_de_en" in ready:
+            print("\ntranslator_de_en through the gateway (beam 5):")
+            for sentence, (english, score) in zip(DEMO_SENTENCES, client.translate(DEMO_SENTENCES)):
+                print(f"  {sentence}  ->  {english}  (score {score:.2f})")
+        if "digit_gan" in ready:
+            drawn = client.generate(list(range(10)), [7] * 10)  # (10, 1, 28, 28)
+            print("\ndigit_gan through the gateway, digits 0-9 (seed 7):")
+            print(ascii_row(drawn[:, 0]))
+
+
+DEMO_SENTENCES = ["Der Hund kam unter dem Tisch hervor.", "Ich habe keine Zeit."]
+
+
+def ascii_row(images: Any, shades: str = " .:-=+*#%@") -> str:
+    """Images [N, 28, 28] in 0..1 side by side as text, two pixel rows per line."""
+    rows = []
+    for y in range(0, 28, 2):
+        line = "  ".join("".join(shades[min(len(shades) - 1, int(img[y, x] * len(shades)))] for x in range(0, 28, 2))
+                         for img in images)
+        rows.append("  " + line)
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,3 +117,23 @@ class Client:
             batch = batch[:, None]
         probs = self.infer(model, {"image": batch})["probabilities"]
         return probs.argmax(axis=1), probs
+
+    def translate(self, sentences: str | Sequence[str], beam_size: int | None = None,
+                  model: str = "translator_de_en") -> list[tuple[str, float]]:
+        """German sentences -> (English, score) each; score is the length-normalised log-probability.
+        beam_size None keeps the model's default (its config), 1 is greedy search."""
+        batch = [sentences] if isinstance(sentences, str) else list(sentences)
+        text = np.empty(len(batch), dtype=object)
+        text[:] = [s.encode("utf-8") for s in batch]
+        params = {"beam_size": beam_size} if beam_size is not None else None
+        out = self.infer(model, {"text": text}, parameters=params)
+        return [(t.decode("utf-8"), float(s)) for t, s in zip(out["translation"].reshape(-1), out["score"].reshape(-1))]
+
+    def generate(self, digits: int | Sequence[int], seeds: int | Sequence[int] | None = None,
+                 model: str = "digit_gan") -> np.ndarray:
+        """Digits to draw (0-9) -> images [N, 1, 28, 28] in 0..1; the same seed draws the same image.
+        Seeds default to 0, 1, 2, ..."""
+        wanted = np.atleast_1d(np.asarray(digits, dtype=np.int64))
+        chosen = np.arange(len(wanted), dtype=np.int64) if seeds is None else np.atleast_1d(np.asarray(seeds, dtype=np.int64))
+        return self.infer(model, {"digit": wanted, "seed": chosen})["image"]
+

@@ -88,4 +88,8 @@ def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
     runner = spec.parameters.get("runner", "onnx")
     if runner == "onnx":
         return OnnxModel(spec, settings)
+    if runner == "translator":
+        from services.modelservice.translator import TranslatorModel  # imports sentencepiece
+
+        return TranslatorModel(spec, settings)
     raise ValueError(f"model '{spec.name}': unknown runner '{runner}'")
