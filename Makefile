@@ -7,7 +7,7 @@ PROTO_OUT := services/proto
 PROTO_STAMP := $(PROTO_OUT)/grpc_service_pb2.py
 EXTRAS ?= cpu,train,dev
 
-.PHONY: help deps venv protos data train train-mlp up test typecheck test-unit test-integration bench clean
+.PHONY: help deps venv protos data data-ding train train-mlp train-cnn train-gan train-translator up test typecheck test-unit test-integration bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,10 +32,22 @@ protos: $(PROTO_STAMP)  ## generate the gRPC/protobuf code into services/proto (
 data: $(STAMP)  ## download MNIST (checksummed) into data/mnist
 	$(PY) -m training.data.mnist
 
+data-ding: $(STAMP)  ## fetch the Ding German-English dictionary (apt-get download trans-de-en) into data/ding
+	$(PY) -m training.data.ding
+
 train-mlp: $(STAMP) data  ## train the MNIST MLP, export it to models/mnist_mlp
 	$(PY) -m training.mnist_mlp
 
-train: train-mlp  ## train every model
+train-cnn: $(STAMP) data  ## train the MNIST CNN, export it to models/mnist_cnn
+	$(PY) -m training.mnist_cnn --threads 1 --quiet
+
+train-gan: $(STAMP) data  ## train the digit GAN (judged by models/mnist_cnn), export it to models/digit_gan
+	$(PY) -m training.digit_gan --threads 1
+
+train-translator: $(STAMP) data-ding  ## train the German-English translator, export it to models/translator_de_en
+	$(PY) -m training.translator --threads 1
+
+train: train-mlp train-cnn train-gan train-translator  ## train every model (the GAN after the CNN that judges it)
 
 up: deps $(PROTO_STAMP)  ## start redis, the model services, the gateway (+Prometheus) locally; Ctrl-C stops
 	$(PY) -m services.stack
