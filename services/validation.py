@@ -55,6 +55,27 @@ def _check_shape(spec: TensorSpec, shape: list[int]) -> None:
         raise InvalidArgument(f"input '{spec.name}': expected shape {list(spec.shape)}{also}, got {shape}")
 
 
+def value_range(spec: ModelSpec, name: str) -> tuple[float, float] | None:
+    """The config parameter `<input>_range` ("0..9") bounds an input's values, inclusive: a digit
+    index outside the embedding table must be the caller's INVALID_ARGUMENT, not a failed batch."""
+    text = spec.parameters.get(f"{name}_range")
+    if text is None:
+        return None
+    low, _, high = text.partition("..")
+    return float(low), float(high)
+
+
+def _check_ranges(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
+    for name, array in inputs.items():
+        bounds = value_range(spec, name)
+        if bounds is None or array.size == 0 or array.dtype == object:
+            continue
+        bad = array[(array < bounds[0]) | (array > bounds[1])]
+        if bad.size:
+            raise InvalidArgument(f"input '{name}': values must be in {spec.parameters[f'{name}_range']}, "
+                                  f"got {bad.flat[0]}")
+
+
 def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
     if request.model_version and request.model_version != spec.version:
         raise ModelNotFound(f"model '{spec.name}' has no version {request.model_version} (serving {spec.version})")
@@ -83,6 +104,7 @@ def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
     if len(rows) > 1:
         raise InvalidArgument(f"inputs disagree on the batch size: {sorted(rows)}")
     inputs = request_inputs(request)  # checks byte sizes and BYTES framing
+    _check_ranges(spec, inputs)
     for t in spec.inputs:  # the graph's own shape (config reshape), so batches concatenate
         if t.model_shape != t.shape:
             lead: tuple[int, ...] = (inputs[t.name].shape[0],) if spec.max_batch_size > 0 else ()

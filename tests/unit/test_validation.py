@@ -110,3 +110,15 @@ def test_beam_size_is_checked_against_the_config(spec: ModelSpec, tmp_path: Path
     req = request(image)
     req.parameters["beam_size"].int64_param = 3
     assert validate(beamy, req).options == (("beam_size", 3),)
+
+
+def test_value_range_parameter_bounds_an_input(tmp_path: Path) -> None:
+    (tmp_path / "digits" / "1").mkdir(parents=True)
+    (tmp_path / "digits" / "config.pbtxt").write_text(
+        RESHAPED + 'parameters { key: "digit_range" value: { string_value: "0..9" } }\n')
+    spec = load_spec(tmp_path / "digits")
+    ok = validate(spec, request(("digit", np.array([0, 9], np.int64)), ("seed", np.array([-5, 2**40], np.int64))))
+    assert ok.inputs["digit"].tolist() == [0, 9]  # seeds are not bounded: no seed_range
+    for bad in (10, -1):
+        with pytest.raises(InvalidArgument, match=rf"input 'digit': values must be in 0..9, got {bad}"):
+            validate(spec, request(("digit", np.array([3, bad], np.int64)), ("seed", np.array([1, 2], np.int64))))
