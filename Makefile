@@ -42,7 +42,7 @@ train-cnn: $(STAMP) data  ## train the MNIST CNN, export it to models/mnist_cnn
 	$(PY) -m training.mnist_cnn --threads 1 --quiet
 
 train-gan: $(STAMP) data  ## train the digit GAN (judged by models/mnist_cnn), export it to models/digit_gan
-	$(PY) -m training.digit_gan --threads 1
+	$(PY) -m training.digit_gan --epochs 50 --max-seconds 5400 --threads 1 --device cpu
 
 train-translator: $(STAMP) data-ding  ## train the German-English translator, export it to models/translator_de_en
 	$(PY) -m training.translator --threads 1
