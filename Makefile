@@ -45,7 +45,7 @@ train-gan: $(STAMP) data  ## train the digit GAN (judged by models/mnist_cnn), e
 	$(PY) -m training.digit_gan --epochs 50 --max-seconds 5400 --threads 1 --device cpu
 
 train-translator: $(STAMP) data-ding  ## train the German-English translator, export it to models/translator_de_en
-	$(PY) -m training.translator --threads 1
+	$(PY) -m training.translator --threads 1 --device cpu --max-seconds 6000
 
 train: train-mlp train-cnn train-gan train-translator  ## train every model (the GAN after the CNN that judges it)
 

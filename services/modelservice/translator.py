@@ -30,6 +30,7 @@ class TranslatorModel(Model):
         # Defaults from the config; a request may pick its own beam_size (validation.INT_OPTIONS).
         self.beam_size = int(spec.parameters.get("beam_size", "5"))
         self.alpha = float(spec.parameters.get("alpha", "0.6"))
+        self.max_output_len = int(spec.parameters.get("max_output_len", "160"))
         log.info("translator %s v%s on %s, beam %d, alpha %.2f", spec.name, spec.version, self.provider,
                  self.beam_size, self.alpha)
 
@@ -39,7 +40,8 @@ class TranslatorModel(Model):
         # Invalid UTF-8 is replaced (U+FFFD), not fatal: one bad sentence must not fail its batch.
         sentences = [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in texts]
         beam_size = int((options or {}).get("beam_size", self.beam_size))
-        results = self.translator.translate(sentences, beam_size=beam_size, alpha=self.alpha)
+        results = self.translator.translate(sentences, beam_size=beam_size, alpha=self.alpha,
+                                            max_output_len=self.max_output_len)
         translation = np.empty(len(results), dtype=object)
         translation[:] = [text.encode("utf-8") for text, _ in results]
         return {"translation": translation, "score": np.array([s for _, s in results], dtype=np.float32)}

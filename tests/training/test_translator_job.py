@@ -1,0 +1,132 @@
+"""The translator job end to end on the generated corpus (no network), and the shipped model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from services.translation import Translator, sha256_of
+from training import translate
+from training.common.card import REQUIRED_FIELDS
+from training.common.checkpoint import build_model, load_checkpoint
+from training.common.export import check_onnx
+from training.translator import train
+from training.translator.export import EncoderGraph
+from training.translator.model import Seq2Seq
+
+SHIPPED = Path("models/translator_de_en/1")
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    root = tmp_path_factory.mktemp("translator")
+    out_dir, run_dir = root / "models", root / "run"
+    card = train.main(["--dry-run", "--synthetic", "--out-dir", str(out_dir), "--run-dir",
+                       str(run_dir), "--threads", "1", "--device", "cpu", "--quiet"])
+    return out_dir, run_dir, card
+
+
+def test_entry_files_config_and_card(dry_run: tuple[Path, Path, dict[str, Any]]) -> None:
+    out_dir, _, card = dry_run
+    version = out_dir / "translator_de_en" / "1"
+    assert sorted(p.name for p in version.iterdir()) == [
+        "card.json", "curves.png", "decoder_step.onnx", "encoder.onnx", "manifest.json",
+        "sentencepiece.model"]
+    config = (out_dir / "translator_de_en" / "config.pbtxt").read_text()
+    for text in ('name: "translator_de_en"', "max_batch_size: 32", '"text" data_type: TYPE_STRING',
+                 '"translation" data_type: TYPE_STRING', '"score" data_type: TYPE_FP32',
+                 'key: "runner" value: { string_value: "translator" }',
+                 'key: "beam_size" value: { string_value: "5" }'):
+        assert text in config
+    assert all(field in card for field in REQUIRED_FIELDS)
+    test = card["metrics"]["test"]
+    for key in ("onnx_beam", "onnx_greedy", "pytorch_beam"):
+        assert "BLEU|" in test[key]["bleu_signature"] and "chrF2|" in test[key]["chrf_signature"]
+    assert test["onnx_beam"]["bleu"] == test["pytorch_beam"]["bleu"]
+    validation = card["metrics"]["validation"]  # alpha is chosen on validation, not test
+    assert test["alpha"] == validation["alpha_chosen"]
+    assert set(validation["beam_alpha_on_validation"]) == {"0.6", "1.0", "1.4"}
+    parity = card["export"]["parity"]
+    assert parity["encoder_max_abs_diff"] <= 1e-4 and parity["decoder_step_max_abs_diff"] <= 1e-4
+    assert parity["batch_size"] != 2 and parity["source_length"] != 5
+
+
+def test_manifest_and_graphs(dry_run: tuple[Path, Path, dict[str, Any]]) -> None:
+    out_dir, run_dir, card = dry_run
+    version = out_dir / "translator_de_en" / "1"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["search"]["default_alpha"] == card["metrics"]["test"]["alpha"]
+    assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    assert manifest["sentencepiece"]["sha256"] == sha256_of(version / "sentencepiece.model")
+    encoder, decoder = check_onnx(version / "encoder.onnx"), check_onnx(version / "decoder_step.onnx")
+    assert [i.name for i in encoder.graph.input] == manifest["encoder"]["inputs"]
+    assert [i.name for i in decoder.graph.input] == manifest["decoder_step"]["inputs"]
+    assert [o.name for o in decoder.graph.output] == manifest["decoder_step"]["outputs"]
+    for state in manifest["states"]:
+        assert state["name"] in manifest["decoder_step"]["inputs"]
+        assert state["output"] in manifest["decoder_step"]["outputs"]
+
+    # Independent re-check of the encoder at batch 3, source length 9, with padding.
+    selection = card["selection"]
+    checkpoint = load_checkpoint(run_dir / "checkpoints" /
+                                 f"checkpoint_{selection['checkpoint']:03d}.pt")
+    model = build_model(checkpoint, Seq2Seq)
+    if selection["averaged"]:
+        pytest.skip("averaged model: the checkpoint alone is not what was exported")
+    src = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 3], [5, 6, 3, 0, 0, 0, 0, 0, 0],
+                        [7, 3, 0, 0, 0, 0, 0, 0, 0]])
+    mask = (src != 0).float()
+    session = ort.InferenceSession(str(version / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"src": src.numpy(), "src_mask": mask.numpy()})
+    with torch.inference_mode():
+        want = EncoderGraph(model)(src, mask)
+        alone = EncoderGraph(model)(src[1:2, :3], mask[1:2, :3])
+    for w, g in zip(want, got):
+        assert np.max(np.abs(w.numpy() - g)) <= 1e-4
+    # Padding does not change a short sentence's encoding.
+    assert torch.allclose(alone[0][0], want[0][1, :3], atol=1e-6)
+
+
+def test_translator_and_cli(dry_run: tuple[Path, Path, dict[str, Any]],
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir, _, _ = dry_run
+    version = out_dir / "translator_de_en" / "1"
+    translator = Translator(version, threads=1)
+    results = translator.translate(["Der Hund sieht den Ball.", "Die Katze mag das Haus heute."],
+                                   beam_size=3)
+    assert len(results) == 2 and all(isinstance(t, str) and s <= 0.0 for t, s in results)
+    translate.main(["--model-dir", str(version), "--beam-size", "1", "Der Hund sieht den Ball."])
+    assert capsys.readouterr().out.strip() == translator.translate(
+        ["Der Hund sieht den Ball."], beam_size=1)[0][0]
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="models/translator_de_en not trained yet")
+def test_shipped_model_translates() -> None:
+    manifest = json.loads((SHIPPED / "manifest.json").read_text())
+    assert manifest["sentencepiece"]["sha256"] == sha256_of(SHIPPED / "sentencepiece.model")
+    total = sum(p.stat().st_size for p in SHIPPED.iterdir())
+    assert total <= 25_000_000
+    translator = Translator(SHIPPED, threads=1)
+    sentences = ["Der Hund kam unter dem Tisch hervor.", "Ich habe keine Ahnung.",
+                 "Wie spät ist es?"]
+    for text, score in translator.translate(sentences, beam_size=5):
+        assert sum(ch.isalpha() for ch in text) >= 3 and score <= 0.0
+
+
+def test_publish_only_rebuilds_the_same_entry(dry_run: tuple[Path, Path, dict[str, Any]],
+                                              tmp_path: Path) -> None:
+    out_dir, run_dir, card = dry_run
+    again = train.main(["--dry-run", "--synthetic", "--publish-only", "--run-dir", str(run_dir),
+                        "--out-dir", str(tmp_path), "--threads", "1", "--device", "cpu",
+                        "--quiet"])
+    assert again["selection"] == card["selection"]
+    assert again["metrics"]["test"]["onnx_beam"]["bleu"] == card["metrics"]["test"]["onnx_beam"]["bleu"]
+    for name in ("encoder.onnx", "decoder_step.onnx", "sentencepiece.model", "manifest.json"):
+        assert (tmp_path / "translator_de_en" / "1" / name).read_bytes() == \
+            (out_dir / "translator_de_en" / "1" / name).read_bytes()

@@ -1,0 +1,301 @@
+"""Train the German -> English translator and publish it to the model repository.
+
+    python -m training.translator --threads 1 --max-seconds 4200   # full run (Ding dictionary)
+    python -m training.translator --corpus-dir DIR                  # your {train,valid,test}.{de,en}
+    python -m training.translator --dry-run --synthetic             # seconds, no network
+
+Sockeye-style: token-based, length-bucketed batches; Adam with gradient
+clipping and label smoothing; a checkpoint every --checkpoint-interval
+updates with validation perplexity and greedy sacreBLEU; the learning rate
+halves after --lr-patience checkpoints without a better validation BLEU;
+training stops after --patience such checkpoints or --max-seconds. The best
+checkpoint (validation BLEU, ties: lower perplexity) or, with --average N,
+the average of the N best when that scores at least as well on validation,
+is exported to encoder.onnx + decoder_step.onnx, checked for parity, and
+evaluated once on the test set (beam and greedy through ONNX Runtime,
+beam through the same search over PyTorch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from services.translation import Translator, sha256_of
+from training.common.card import command_line
+from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
+from training.common.runtime import pick_device, seed_everything, set_threads
+from training.data.ding import load_ding
+from training.data.parallel import Pair, ParallelCorpus, load_parallel_dir
+from training.translator.batching import Batch, Encoded, collate, epoch_batches, make_batches
+from training.translator.evaluate import perplexity, translate_and_score
+from training.translator.export import TorchStepModel, manifest, write_manifest
+from training.translator.model import Seq2Seq
+from training.translator.publish import publish, select_model
+from training.translator.synthetic import synthetic_corpus
+from training.translator.vocab import PAD_ID, load_sentencepiece, train_sentencepiece
+
+NAME = "translator_de_en"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.translator", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--data-dir", type=Path, default=Path("data/ding"),
+      help="Ding cache folder, fetched with apt-get when missing (default: data/ding)")
+    a("--corpus-dir", type=Path, default=None,
+      help="use plain parallel files {train,valid,test}.{de,en} from this folder instead")
+    a("--synthetic", action="store_true", help="tiny generated corpus (tests, no network)")
+    a("--max-phrases", type=int, default=60_000,
+      help="dictionary phrase pairs added to training, a fixed hash-ordered subset (default: 60000)")
+    a("--vocab-size", type=int, default=4000, help="joint sentencepiece pieces (default: 4000)")
+    a("--max-len", type=int, default=80, help="longest training pair in tokens (default: 80)")
+    a("--embed", type=int, default=256, help="embedding size (default: 256)")
+    a("--enc-hidden", type=int, default=512,
+      help="encoder state size, both directions together (default: 512)")
+    a("--enc-layers", type=int, default=1, help="bidirectional encoder layers (default: 1)")
+    a("--dec-hidden", type=int, default=384, help="decoder LSTM size (default: 384)")
+    a("--dec-layers", type=int, default=1, help="decoder LSTM layers (default: 1)")
+    a("--attention", choices=("mlp", "dot"), default="mlp",
+      help="mlp (Bahdanau) or dot (Luong general) attention (default: mlp)")
+    a("--attention-size", type=int, default=256, help="mlp attention size (default: 256)")
+    a("--dropout", type=float, default=0.2, help="dropout (default: 0.2)")
+    a("--batch-tokens", type=int, default=2048,
+      help="padded target tokens per batch (default: 2048)")
+    a("--bucket-width", type=int, default=4, help="length bucket width in tokens (default: 4)")
+    a("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    a("--lr-factor", type=float, default=0.5, help="learning-rate factor on plateau (default: 0.5)")
+    a("--lr-patience", type=int, default=2,
+      help="checkpoints without improvement before the rate drops (default: 2)")
+    a("--min-lr", type=float, default=1e-5, help="lowest learning rate (default: 1e-5)")
+    a("--clip", type=float, default=1.0, help="gradient norm clipping (default: 1.0)")
+    a("--label-smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)")
+    a("--checkpoint-interval", type=int, default=300,
+      help="updates between checkpoints (default: 300)")
+    a("--patience", type=int, default=6,
+      help="stop after this many checkpoints without improvement (default: 6)")
+    a("--max-updates", type=int, default=0, help="stop after this many updates, 0 = no limit")
+    a("--max-seconds", type=float, default=4200.0,
+      help="stop training after this many seconds (default: 4200)")
+    a("--average", type=int, default=3,
+      help="average the N best checkpoints if that helps on validation, 0/1 = off (default: 3)")
+    a("--beam-size", type=int, default=5, help="beam size for the test figures (default: 5)")
+    a("--alpha", type=float, nargs="+", default=[0.6, 1.0, 1.4],
+      help="length penalty alpha; with several, the one with the best beam validation BLEU "
+           "is used for the test figures and shipped as the default (default: 0.6 1.0 1.4)")
+    a("--seed", type=int, default=1, help="random seed (default: 1)")
+    a("--device", choices=("cpu", "cuda", "auto"), default="auto",
+      help="where to train (default: auto = cuda if available)")
+    a("--threads", type=int, default=2, help="torch intra-op threads, 0 = torch's default (default: 2)")
+    a("--publish-only", action="store_true",
+      help="skip training: select, export, evaluate and publish the checkpoints already in "
+           "--run-dir (same data flags as the training run)")
+    a("--dry-run", action="store_true",
+      help="tiny subset, a few updates; temporary folders unless --out-dir/--run-dir are given")
+    a("--quiet", action="store_true", help="no progress bar")
+    a("--out-dir", type=Path, default=None, help="model repository root (default: models)")
+    a("--run-dir", type=Path, default=None,
+      help="checkpoints, history, curves, exports (default: runs/translator_de_en)")
+    a("--version", type=int, default=1, help="model version folder (default: 1)")
+    return p.parse_args(argv)
+
+
+def load_corpus(args: argparse.Namespace) -> ParallelCorpus:
+    if args.synthetic:
+        corpus = synthetic_corpus()
+    elif args.corpus_dir is not None:
+        corpus = load_parallel_dir(args.corpus_dir)
+    else:
+        corpus = load_ding(args.data_dir)
+    phrases = sorted(corpus.extra_train,
+                     key=lambda p: hashlib.sha256(f"{p[0]}\t{p[1]}".encode()).hexdigest())
+    phrases = phrases[:args.max_phrases]
+    if args.dry_run:
+        return ParallelCorpus(corpus.train[:1500], corpus.valid[:24], corpus.test[:24],
+                              corpus.source + " (dry-run subset)", phrases[:500],
+                              corpus.checksums, corpus.split_rule)
+    return ParallelCorpus(corpus.train, corpus.valid, corpus.test, corpus.source, phrases,
+                          corpus.checksums, corpus.split_rule)
+
+
+def encode_pairs(processor: Any, pairs: Sequence[Pair], max_len: int) -> list[Encoded]:
+    encoded = [(processor.EncodeAsIds(de), processor.EncodeAsIds(en)) for de, en in pairs]
+    return [(s, t) for s, t in encoded if 0 < len(s) < max_len and 0 < len(t) < max_len]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the model card it wrote."""
+    args = parse_args(argv)
+    if args.dry_run:
+        scratch = Path(tempfile.mkdtemp(prefix=f"{NAME}-dry-run-"))
+        args.out_dir = args.out_dir or scratch / "models"
+        args.run_dir = args.run_dir or scratch / "run"
+        args.vocab_size = min(args.vocab_size, 300)
+        args.embed, args.enc_hidden, args.dec_hidden, args.attention_size = 32, 48, 40, 24
+        args.checkpoint_interval, args.max_updates = 6, 12
+        args.batch_tokens = min(args.batch_tokens, 400)
+    args.out_dir = args.out_dir or Path("models")
+    args.run_dir = args.run_dir or Path("runs") / NAME
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    # A --publish-only rerun documents the training command it finishes.
+    arguments = list(argv if argv is not None else sys.argv[1:])
+    command = command_line("training.translator", [a for a in arguments if a != "--publish-only"])
+
+    set_threads(args.threads)
+    generator = seed_everything(args.seed)
+    device = pick_device(args.device)
+    started_job = time.perf_counter()
+    corpus = load_corpus(args)
+    print(f"{NAME}: data {corpus.source}: {corpus.sizes()}", flush=True)
+
+    # Tokenizer and manifest first: validation BLEU already runs the serving search code.
+    export_dir = args.run_dir / "export"
+    spm_path = export_dir / "sentencepiece.model"
+    if not args.publish_only:  # the checkpoints' embeddings belong to the existing one
+        train_sentencepiece(corpus.train + corpus.extra_train, args.vocab_size, spm_path)
+    processor = load_sentencepiece(spm_path)
+    vocab = processor.GetPieceSize()
+    train_pairs = encode_pairs(processor, corpus.train + corpus.extra_train, args.max_len)
+    valid_pairs = [(processor.EncodeAsIds(de), processor.EncodeAsIds(en)) for de, en in corpus.valid]
+    batches = make_batches(train_pairs, args.batch_tokens, args.bucket_width)
+    valid_batches = [collate([valid_pairs[i] for i in b])
+                     for b in make_batches(valid_pairs, 4096, args.bucket_width)]
+
+    checkpoints = args.run_dir / "checkpoints"
+    if args.publish_only:  # the trained model's own arguments, whatever the flags say
+        model = build_model(load_checkpoint(checkpoints / "checkpoint_001.pt"), Seq2Seq)
+    else:
+        model = Seq2Seq(vocab, args.embed, args.enc_hidden, args.enc_layers, args.dec_hidden,
+                        args.dec_layers, args.attention, args.attention_size, args.dropout,
+                        PAD_ID).to(device)
+    max_source_len = max_target_len = 2 * args.max_len
+    write_manifest(export_dir / "manifest.json",
+                   manifest(model, sha256_of(spm_path), max_source_len, max_target_len))
+    parameters = sum(p.numel() for p in model.parameters())
+    train_tokens = sum(len(t) + 1 for _, t in train_pairs)
+    print(f"vocabulary {vocab}; {len(train_pairs)} training pairs ({train_tokens} target tokens) "
+          f"in {len(batches)} batches; {parameters:,} parameters on {device}", flush=True)
+
+    if args.publish_only:
+        history = json.loads((args.run_dir / "history.json").read_text())
+        train_seconds = history[-1]["elapsed_s"]
+        stop_reason = (f"time budget of {args.max_seconds:.0f}s" if train_seconds >= args.max_seconds
+                       else "patience or --max-updates (see the run's train.log)")
+    else:
+        history, train_seconds, stop_reason = fit(args, model, device, generator, corpus,
+                                                  train_pairs, batches, valid_batches, export_dir,
+                                                  config)
+
+    selected = select_model(args, history, checkpoints, export_dir, corpus, valid_batches)
+    return publish(args, corpus, selected, history, export_dir, spm_path, command,
+                   train_seconds, time.perf_counter() - started_job, stop_reason, device,
+                   parameters, len(train_pairs), train_tokens)
+
+
+def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
+        generator: torch.Generator, corpus: ParallelCorpus, train_pairs: Sequence[Encoded],
+        batches: Sequence[Sequence[int]], valid_batches: Sequence[Batch], export_dir: Path,
+        config: dict[str, Any]) -> tuple[list[dict[str, Any]], float, str]:
+    """The training loop with its checkpoints; returns (history, seconds, why it stopped)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    history: list[dict[str, Any]] = []
+    checkpoints = args.run_dir / "checkpoints"
+    best: dict[str, Any] | None = None
+    since_best = since_drop = 0
+    updates, epoch = 0, 0
+    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+    started = time.perf_counter()
+    stop_reason = ""
+    progress = tqdm(total=args.max_updates or None, disable=args.quiet, unit="upd",
+                    mininterval=10.0, file=sys.stdout)
+
+    def validate() -> dict[str, Any]:
+        nonlocal window_loss, window_tokens, window_start
+        tick = time.perf_counter()
+        ppl = perplexity(model, valid_batches, device)
+        translator = Translator(export_dir, model=TorchStepModel(model.cpu()))
+        scores, _ = translate_and_score(translator, [d for d, _ in corpus.valid],
+                                        [e for _, e in corpus.valid], 1, args.alpha[0])
+        model.to(device)
+        metrics = {"checkpoint": len(history) + 1, "updates": updates, "epoch": epoch,
+                   "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": window_loss / max(window_tokens, 1),
+                   "train_tokens_per_s": window_tokens / max(tick - window_start, 1e-9),
+                   "val_perplexity": ppl, "val_bleu": scores["bleu"], "val_chrf": scores["chrf"],
+                   "elapsed_s": round(time.perf_counter() - started, 1),
+                   "validate_s": round(time.perf_counter() - tick, 1)}
+        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        return metrics
+
+    while not stop_reason:
+        epoch += 1
+        for batch in epoch_batches(train_pairs, batches, generator):
+            model.train()
+            batch = batch.to(device)
+            logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
+                                   ignore_index=PAD_ID, label_smoothing=args.label_smoothing,
+                                   reduction="sum")
+            tokens = batch.target_tokens
+            optimizer.zero_grad(set_to_none=True)
+            (loss / tokens).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            optimizer.step()
+            updates += 1
+            window_loss += loss.item()
+            window_tokens += tokens
+            progress.update(1)
+            out_of_time = time.perf_counter() - started >= args.max_seconds
+            out_of_updates = bool(args.max_updates) and updates >= args.max_updates
+            if updates % args.checkpoint_interval and not (out_of_time or out_of_updates):
+                continue
+            metrics = validate()
+            history.append(metrics)
+            name = f"checkpoint_{metrics['checkpoint']:03d}.pt"
+            save_checkpoint(checkpoints / name, model, model.init_args, config, metrics, epoch)
+            improved = best is None or (metrics["val_bleu"], -metrics["val_perplexity"]) > \
+                (best["val_bleu"], -best["val_perplexity"])
+            if improved:
+                best, since_best, since_drop = metrics, 0, 0
+            else:
+                since_best += 1
+                since_drop += 1
+                if since_drop >= args.lr_patience:
+                    for group in optimizer.param_groups:
+                        group["lr"] = max(args.min_lr, group["lr"] * args.lr_factor)
+                    since_drop = 0
+            (args.run_dir / "history.json").write_text(json.dumps(history, indent=1))
+            tqdm.write(f"checkpoint {metrics['checkpoint']} upd {updates} ep {epoch} "
+                       f"lr {metrics['lr']:.1e} | train {metrics['train_loss']:.3f} "
+                       f"({metrics['train_tokens_per_s']:.0f} tok/s) | val ppl "
+                       f"{metrics['val_perplexity']:.2f} bleu {metrics['val_bleu']:.2f} chrF "
+                       f"{metrics['val_chrf']:.1f}{' *' if improved else ''} | "
+                       f"{metrics['elapsed_s']:.0f}s", file=sys.stdout)
+            sys.stdout.flush()
+            if since_best >= args.patience:
+                stop_reason = f"{args.patience} checkpoints without improvement"
+            elif out_of_time:
+                stop_reason = f"time budget of {args.max_seconds:.0f}s"
+            elif out_of_updates:
+                stop_reason = f"{args.max_updates} updates"
+            if stop_reason:
+                break
+    progress.close()
+    train_seconds = time.perf_counter() - started
+    assert best is not None
+    print(f"stopped after {updates} updates ({stop_reason}); best checkpoint "
+          f"{best['checkpoint']}: val bleu {best['val_bleu']:.2f} ppl {best['val_perplexity']:.2f}",
+          flush=True)
+    return history, train_seconds, stop_reason
+
