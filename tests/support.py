@@ -231,3 +231,17 @@ def small_stack(tmp_path: Path) -> Iterator[SmallStack]:
         stack.gateway.stop()
         stack.service.stop()
         redis.stop()
+
+
+def start_stack(command: list[str], timeout_s: float = 180.0) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start `python -m services.stack ...` and read its output until it says it is up (or exited,
+    or the time ran out); returns the process, still running on success, and the lines read."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    for line in process.stdout:
+        lines.append(line)
+        if "Ctrl-C drains" in line or time.monotonic() > deadline:
+            break
+    return process, lines

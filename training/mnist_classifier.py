@@ -35,12 +35,28 @@ from training.common.checkpoint import build_model, load_checkpoint, save_checkp
 from training.common.distributed import Dist, setup, unwrap
 from training.common.export import DEFAULT_OPSET, WithSoftmax, export_and_verify
 from training.common.plots import plot_curves
-from training.common.repository import ModelConfig, write_entry
+from training.common.repository import DynamicBatching, ModelConfig, TensorConfig, write_entry
 from training.common.runtime import seed_everything, set_threads
 from training.data.mnist import MnistSplits, load_mnist
 from training.data.synthetic import synthetic_mnist
 
 PARITY_IMAGES, PARITY_BATCH, PARITY_TOLERANCE = 1000, 250, 1e-5
+
+
+def classifier_config(name: str) -> ModelConfig:
+    """The served contract both classifiers share: `image` FP32 [-1,1,28,28] -> `probabilities` [-1,10]."""
+    return ModelConfig(
+        name=name,
+        max_batch_size=64,
+        inputs=(TensorConfig("image", "TYPE_FP32", (1, 28, 28)),),
+        outputs=(TensorConfig("probabilities", "TYPE_FP32", (10,)),),
+        batching=DynamicBatching(
+            preferred_batch_sizes=(16, 32, 64),
+            max_queue_delay_microseconds=2000,
+            max_queue_size=1024,
+            default_timeout_microseconds=5_000_000,
+        ),
+    )
 
 
 @dataclass(frozen=True)

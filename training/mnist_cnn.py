@@ -18,22 +18,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from training.common.repository import DynamicBatching, ModelConfig, TensorConfig
-from training.mnist_classifier import ClassifierJob
+from training.mnist_classifier import ClassifierJob, classifier_config
 
 NAME = "mnist_cnn"
-CONFIG = ModelConfig(
-    name=NAME,
-    max_batch_size=64,
-    inputs=(TensorConfig("image", "TYPE_FP32", (1, 28, 28)),),
-    outputs=(TensorConfig("probabilities", "TYPE_FP32", (10,)),),
-    batching=DynamicBatching(
-        preferred_batch_sizes=(16, 32, 64),
-        max_queue_delay_microseconds=2000,
-        max_queue_size=1024,
-        default_timeout_microseconds=5_000_000,
-    ),
-)
+CONFIG = classifier_config(NAME)
 
 
 class Net(nn.Module):

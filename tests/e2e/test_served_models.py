@@ -4,11 +4,8 @@ gateway with the SDK as an application would: classify, translate, generate, and
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -16,7 +13,7 @@ import pytest
 
 from services.client import Client, InferenceError, load_digit
 from services.stack import DEMO_SENTENCES
-from tests.support import REPO_ROOT, free_port
+from tests.support import REPO_ROOT, free_port, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +32,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = [sys.executable, "-m", "services.stack", "--port", str(port), "--metrics-port", str(free_port()),
                "--model-base-port", str(free_port()), "--model-metrics-base-port", str(free_port()),
                "--redis-port", str(free_port()), "--no-prometheus", "--state-dir", str(state)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 180
-    for line in process.stdout:
-        lines.append(line)
-        if "Ctrl-C drains" in line or time.monotonic() > deadline:
-            break
+    process, lines = start_stack(command)
     try:
         assert process.poll() is None, "".join(lines)
         yield f"127.0.0.1:{port}"

@@ -7,12 +7,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT, free_port
+from tests.support import REPO_ROOT, free_port, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +34,7 @@ def test_stack_comes_up_classifies_the_samples_and_stops(tmp_path: Path) -> None
 
 
 def test_ctrl_c_drains_and_stops_every_process(tmp_path: Path) -> None:
-    process = subprocess.Popen(stack_command(tmp_path), cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 180
-    for line in process.stdout:
-        lines.append(line)
-        if "Ctrl-C drains" in line or time.monotonic() > deadline:
-            break
+    process, lines = start_stack(stack_command(tmp_path))
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, "".join(lines) + rest
