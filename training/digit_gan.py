@@ -42,7 +42,7 @@ from training.common.export import DEFAULT_OPSET, export_and_verify
 from training.common.judge import GaussianStats, Judge, agreement, frechet_distance, gaussian_stats
 from training.common.plots import plot_curves
 from training.common.repository import DynamicBatching, ModelConfig, TensorConfig, write_entry
-from training.common.runtime import pick_device, seed_everything, set_threads
+from training.common.runtime import add_mnist_run_args, pick_device, seed_everything, set_threads
 from training.common.seeded_noise import (MODULUS, MULTIPLIER, ROUND_KEYS, SECOND_MODULUS,
                                           gaussian_noise, uniform_noise)
 from training.data.mnist import MnistSplits, load_mnist
@@ -268,15 +268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="spectral norm on the discriminator's layers (default: off)")
     p.add_argument("--aux-weight", type=float, default=1.0,
                    help="weight of the auxiliary digit-classification loss (default: 1)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
-                   help="where to train (default: auto = cuda if available)")
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch intra-op threads (also the judge's), 0 = torch's default (default: 2)")
-    p.add_argument("--data-dir", type=Path, default=Path("data/mnist"),
-                   help="MNIST cache folder, fetched when missing (default: data/mnist)")
-    p.add_argument("--synthetic", action="store_true",
-                   help="use a tiny generated data set instead of MNIST (tests, no network)")
+    add_mnist_run_args(p, threads_note=" (also the judge's)")
     p.add_argument("--judge", type=Path, default=Path("models/mnist_cnn/1/model.onnx"),
                    help="ONNX digit classifier that judges the samples "
                         "(default: models/mnist_cnn/1/model.onnx)")

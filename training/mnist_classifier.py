@@ -36,7 +36,7 @@ from training.common.distributed import Dist, setup, unwrap
 from training.common.export import DEFAULT_OPSET, WithSoftmax, export_and_verify
 from training.common.plots import plot_curves
 from training.common.repository import DynamicBatching, ModelConfig, TensorConfig, write_entry
-from training.common.runtime import seed_everything, set_threads
+from training.common.runtime import add_mnist_run_args, seed_everything, set_threads
 from training.data.mnist import MnistSplits, load_mnist
 from training.data.synthetic import synthetic_mnist
 
@@ -162,16 +162,8 @@ def parse_args(job: ClassifierJob, argv: Sequence[str] | None = None) -> argpars
                    help=f"augmentation: random shift of up to this many px per axis, 0 = off (default: {d['shift']})")
     p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"],
                    help=f"cross-entropy label smoothing (default: {d['label_smoothing']})")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto",
-                   help="where to train (default: auto = cuda if available); under torchrun each "
-                        "rank takes the GPU of its LOCAL_RANK")
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch intra-op threads per process, 0 = torch's default (default: 2)")
-    p.add_argument("--data-dir", type=Path, default=Path("data/mnist"),
-                   help="MNIST cache folder, fetched when missing (default: data/mnist)")
-    p.add_argument("--synthetic", action="store_true",
-                   help="use a tiny generated data set instead of MNIST (tests, no network)")
+    add_mnist_run_args(p, device_note="; under torchrun each rank takes the GPU of its LOCAL_RANK",
+                       threads_note=" per process")
     p.add_argument("--dry-run", action="store_true",
                    help="tiny subset and 1 epoch; writes to temporary folders unless "
                         "--out-dir/--run-dir are given")

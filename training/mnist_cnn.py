@@ -13,7 +13,7 @@ training.mnist_classifier's, shared with the MLP.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -68,13 +68,8 @@ JOB = ClassifierJob(
     defaults={"epochs": 20, "batch_size": 128, "lr": 1e-3, "shift": 2, "label_smoothing": 0.05})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return JOB.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the job; returns the model card it wrote."""
-    return JOB.main(argv)
+parse_args = JOB.parse_args
+main = JOB.main  # runs the job; returns the model card it wrote
 
 
 if __name__ == "__main__":

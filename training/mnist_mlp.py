@@ -14,7 +14,7 @@ loop is training.mnist_classifier's, shared with the CNN.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -64,13 +64,8 @@ JOB = ClassifierJob(
     make_net=lambda args: Net(args.hidden, args.dropout))
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return JOB.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the job; returns the model card it wrote."""
-    return JOB.main(argv)
+parse_args = JOB.parse_args
+main = JOB.main  # runs the job; returns the model card it wrote
 
 
 if __name__ == "__main__":
