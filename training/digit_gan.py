@@ -19,7 +19,6 @@ seeds against the test split, exported, parity-checked, and written to
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shutil
@@ -32,21 +31,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.image import imsave
-from torch import nn
 from tqdm import tqdm
 
 from training.common.card import command_line, write_card
 from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
-from training.common.export import DEFAULT_OPSET, export_and_verify
-from training.common.judge import GaussianStats, Judge, agreement, frechet_distance, gaussian_stats
+from training.common.export import export_and_verify
+from training.common.judge import Judge, agreement, frechet_distance
 from training.common.plots import plot_curves
 from training.common.repository import DynamicBatching, ModelConfig, TensorConfig, write_entry
 from training.common.runtime import add_mnist_run_args, pick_device, seed_everything, set_threads
-from training.common.seeded_noise import (MODULUS, MULTIPLIER, ROUND_KEYS, SECOND_MODULUS,
-                                          gaussian_noise, uniform_noise)
 from training.data.mnist import MnistSplits, load_mnist
 from training.data.synthetic import synthetic_mnist
+from training.gan.card import model_card
+from training.gan.evaluation import (PER_DIGIT, TEST_SEEDS_START, VAL_SEEDS_START, eval_inputs,
+                                     evaluate, generate, real_stats, save_grid)
+from training.gan.networks import Discriminator, Generator, random_seeds, to_input
 
 NAME = "digit_gan"
 # dims [1] per request element (Triton's usual shape for a scalar with
@@ -67,96 +66,8 @@ CONFIG = ModelConfig(
     # The services refuse other digits with INVALID_ARGUMENT (the graph would clamp them).
     parameters={"digit_range": "0..9"},
 )
-# Fixed evaluation seeds: validation and test never share one. Training
-# seeds are drawn from the whole int64 range, so they hit these with
-# probability ~1e-16 per draw.
-VAL_SEEDS_START, TEST_SEEDS_START, GRID_SEEDS_START = 1_000_000, 2_000_000, 3_000_000
-PER_DIGIT = 100  # evaluation images per digit (validation and test)
 PARITY_BATCH, PARITY_TOLERANCE = 64, 1e-5
 FLOOR_TRAIN_IMAGES = 10_000
-
-class Generator(nn.Module):
-    """(digit, seed) -> image in 0..1.
-
-    z = noise(seed) (B, Z) ++ embed(digit) (B, E) -> Linear -> (B, 2W, 7, 7)
-    -> ConvTranspose (B, W, 14, 14) -> ConvTranspose (B, 1, 28, 28) -> tanh
-    -> (x + 1) / 2 clipped to 0..1. Digits outside 0..9 are clamped into range."""
-
-    def __init__(self, z_dim: int = 64, embed_dim: int = 32, width: int = 64) -> None:
-        super().__init__()
-        self.init_args = {"z_dim": z_dim, "embed_dim": embed_dim, "width": width}
-        self.z_dim = z_dim
-        self.embed = nn.Embedding(10, embed_dim)
-        self.project = nn.Sequential(
-            nn.Linear(z_dim + embed_dim, 2 * width * 7 * 7, bias=False),
-            nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU())
-        self.up = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False),  # 7 -> 14
-            nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh())  # 14 -> 28
-
-    def forward(self, digit: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
-        z = gaussian_noise(seed, self.z_dim)  # (B, Z)
-        label = self.embed(torch.clamp(digit, 0, 9))  # (B, E)
-        h = self.project(torch.cat([z, label], dim=1))  # (B, 2W * 49)
-        x = self.up(h.unflatten(1, (-1, 7, 7)))  # (B, 2W, 7, 7) -> (B, 1, 28, 28) in -1..1
-        # ONNX Runtime's tanh can overshoot -1 by an ulp (-6e-8 seen after
-        # the shift); the clip keeps the served range exactly 0..1.
-        return torch.clamp((x + 1.0) / 2.0, 0.0, 1.0)
-
-    def describe(self) -> str:
-        w = self.init_args["width"]
-        return (f"noise(seed) {self.z_dim} ++ embed(digit) {self.init_args['embed_dim']} -> "
-                f"Linear+BN+ReLU {2 * w}x7x7 -> ConvT+BN+ReLU {w}x14x14 -> ConvT 1x28x28 -> "
-                "tanh -> (x+1)/2 -> clip 0..1")
-
-
-class Discriminator(nn.Module):
-    """image in 0..1 (B, 1, 28, 28), digit (B,) -> (real/fake logit (B,), class logits (B, 10)).
-
-    Conv 64 (14x14) -> Conv 128 (7x7), LeakyReLU 0.2, optional spectral
-    norm; the real/fake logit has a projection term <embed(digit), h>
-    (Miyato & Koyama 2018) and an auxiliary head classifies the digit
-    (AC-GAN). Not exported: only the generator is served."""
-
-    def __init__(self, width: int = 64, spectral_norm: bool = False) -> None:
-        super().__init__()
-        self.init_args = {"width": width, "spectral_norm": spectral_norm}
-
-        def sn(layer: nn.Module) -> nn.Module:
-            return nn.utils.parametrizations.spectral_norm(layer) if spectral_norm else layer
-
-        self.features = nn.Sequential(
-            sn(nn.Conv2d(1, width, 4, 2, 1)), nn.LeakyReLU(0.2),  # 28 -> 14
-            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),  # 14 -> 7
-            nn.Flatten())
-        features = 2 * width * 7 * 7
-        self.real = sn(nn.Linear(features, 1))
-        embedding = nn.Embedding(10, features)
-        nn.init.normal_(embedding.weight, std=0.02)  # N(0, 1) would swamp the logit at start
-        self.project = sn(embedding)
-        self.classify = nn.Linear(features, 10)
-
-    def forward(self, image: torch.Tensor, digit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(image * 2.0 - 1.0)  # (B, 2W * 49)
-        real = self.real(h).squeeze(1) + (self.project(digit) * h).sum(dim=1)  # (B,)
-        return real, self.classify(h)
-
-    def describe(self) -> str:
-        w = self.init_args["width"]
-        sn = "SN-" if self.init_args["spectral_norm"] else ""
-        return (f"{sn}Conv+LeakyReLU {w}x14x14 -> {sn}Conv+LeakyReLU {2 * w}x7x7 -> h; "
-                f"real/fake = {sn}Linear(h) + <{sn}embed(digit), h>; digit logits = Linear(h)")
-
-
-def to_input(images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> float32 (B, 1, 28, 28) in 0..1, the classifiers' input."""
-    images = torch.as_tensor(images)
-    return images.unsqueeze(1).float().div_(255.0)
-
-
-def random_seeds(n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randint(-(1 << 62), 1 << 62, (n,), generator=generator, dtype=torch.int64)
 
 
 def train(args: argparse.Namespace, G: Generator, D: Discriminator, device: torch.device,
@@ -207,48 +118,6 @@ def train(args: argparse.Namespace, G: Generator, D: Discriminator, device: torc
     return {k: v / max(steps, 1) for k, v in sums.items()} | {"steps": steps}
 
 
-def eval_inputs(start: int, per_digit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """digits (10 * per_digit,) = 0,0,..,1,1,.. and seeds start, start + 1, ..."""
-    digits = torch.arange(10, dtype=torch.int64).repeat_interleave(per_digit)
-    return digits, torch.arange(start, start + len(digits), dtype=torch.int64)
-
-
-@torch.inference_mode()
-def generate(G: nn.Module, digits: torch.Tensor, seeds: torch.Tensor,
-             batch_size: int = 500) -> np.ndarray:
-    """The served computation (eval mode, CPU): float32 (N, 1, 28, 28) in 0..1."""
-    G.eval()
-    device = next(G.parameters()).device
-    out = [G(digits[i:i + batch_size].to(device), seeds[i:i + batch_size].to(device)).cpu()
-           for i in range(0, len(digits), batch_size)]
-    return torch.cat(out).numpy()
-
-
-def evaluate(G: nn.Module, judge: Judge, digits: torch.Tensor, seeds: torch.Tensor,
-             reference: GaussianStats) -> dict[str, float]:
-    """Judge agreement with the requested digits, and Fréchet distance of the
-    judge's features against `reference` (mean, covariance) of real images."""
-    probabilities, features = judge.run(generate(G, digits, seeds))
-    return {"agreement": agreement(probabilities, digits.numpy()),
-            "frechet": frechet_distance(features, reference)}
-
-
-def save_grid(G: nn.Module, path: Path) -> Path:
-    """10 x 10 samples: row = digit 0..9, column = one fixed seed each."""
-    digits, seeds = eval_inputs(GRID_SEEDS_START, 10)
-    seeds = seeds.view(10, 10)[0].repeat(10)  # the same 10 seeds in every row
-    images = generate(G, digits, seeds)[:, 0]  # (100, 28, 28)
-    pad = 2
-    grid = np.ones((10 * (28 + pad) + pad,) * 2, dtype=np.float32) * 0.5
-    for k, image in enumerate(images):
-        r, c = divmod(k, 10)
-        grid[pad + r * (28 + pad):pad + r * (28 + pad) + 28,
-             pad + c * (28 + pad):pad + c * (28 + pad) + 28] = image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, np.kron(grid, np.ones((2, 2), dtype=np.float32)), cmap="gray", vmin=0, vmax=1)
-    return path
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.digit_gan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,14 +160,6 @@ def load_data(args: argparse.Namespace) -> MnistSplits:
                            data.val_y[:256], data.test_x[:500], data.test_y[:500],
                            data.source + " (dry-run subset)")
     return data
-
-
-def real_stats(judge: Judge, images: np.ndarray) -> GaussianStats:
-    return gaussian_stats(judge.features(to_input(images).numpy()))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -393,81 +254,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }, title=f"{NAME} (best epoch {best_epoch})")
     grid = shutil.copyfile(samples / f"epoch_{best_epoch:03d}.png", args.run_dir / "samples.png")
 
-    card = write_card(args.run_dir / "card.json", {
-        "name": NAME,
-        "version": args.version,
-        "description": "Conditional DCGAN: draws a 28x28 MNIST-style image of the requested "
-                       "digit; the noise comes from the seed inside the graph, so the same "
-                       "(digit, seed) always gives the same image.",
-        "inputs": [{"name": "digit", "data_type": "INT64", "shape": [-1],
-                    "range": "0..9; values outside are clamped to 0..9 inside the graph "
-                             "(the service should still refuse them)"},
-                   {"name": "seed", "data_type": "INT64", "shape": [-1],
-                    "range": "any int64, negative included"}],
-        "outputs": [{"name": "image", "data_type": "FP32", "shape": [-1, 1, 28, 28],
-                     "range": "0..1, white digit on black (the classifiers' input)"}],
-        "config_note": "config.pbtxt gives dims [1] per input (batch excluded); the graph "
-                       "takes rank-1 (B,) tensors",
-        "architecture": {"summary": G.describe(), "class": checkpoint.model_class,
-                         "model_args": checkpoint.model_args, "parameters": g_params,
-                         "discriminator": {"summary": D.describe(), "model_args": D.init_args,
-                                           "parameters": d_params, "shipped": False},
-                         "noise": {"dim": args.z_dim, "generator": uniform_noise.__doc__,
-                                   "to_normal": "Box-Muller in float64, cos branch, cast to float32",
-                                   "modulus": MODULUS, "second_modulus": SECOND_MODULUS,
-                                   "multiplier": MULTIPLIER, "round_keys": list(ROUND_KEYS)}},
-        "data": {"name": "synthetic" if args.synthetic else "MNIST", "source": data.source,
-                 "sha256": data.sha256(),
-                 "sha256_of": "split arrays: name, dtype, shape, bytes (MnistSplits.sha256)",
-                 "splits": {s: len(getattr(data, f"{s}_y")) for s in ("train", "val", "test")},
-                 "use": "train: GAN training; val: Fréchet reference for epoch selection; "
-                        "test: Fréchet reference for the final figures only"},
-        "training": {"optimizer": "Adam", "lr": args.lr, "betas": [0.5, 0.999],
-                     "epochs": args.epochs, "epochs_run": len(history),
-                     "batch_size": args.batch_size, "max_seconds": args.max_seconds,
-                     "seed": args.seed, "device": str(device), "threads": torch.get_num_threads(),
-                     "seconds": round(train_seconds, 1), "dry_run": args.dry_run,
-                     "loss": "non-saturating GAN loss + auxiliary digit classification (AC-GAN) "
-                             f"weighted {args.aux_weight}",
-                     "tricks": ["projection discriminator (label embedding dot features)",
-                                "auxiliary classifier head on the discriminator (AC-GAN)",
-                                *(["spectral norm on the discriminator's conv, linear and "
-                                   "embedding"] if args.spectral_norm else []),
-                                "one-sided label smoothing (real target 0.9)",
-                                "batch norm in the generator; samples and export use eval mode "
-                                "(running statistics)",
-                                "training noise drawn by the served seed -> noise function from "
-                                "random int64 seeds"]},
-        "selection": {"criterion": "highest validation judge agreement (ties: lower validation "
-                                   "Fréchet distance)",
-                      "best_epoch": best_epoch,
-                      "validation_seeds": [int(val_seeds[0]), int(val_seeds[-1])],
-                      "validation_images_per_digit": len(val_seeds) // 10},
-        "judge": {"onnx": str(args.judge), "sha256": file_sha256(args.judge),
-                  "feature_tensor": judge.feature_name, "feature_dim": int(test_features.shape[1]),
-                  "agreement": "share of generated images whose judge argmax is the requested digit",
-                  "frechet": "Fréchet distance of Gaussians fitted to the judge's penultimate "
-                             "features (the input of its last linear layer)"},
-        "metrics": {"test_agreement": test_agreement,
-                    "test_agreement_per_digit": [float(a) for a in test_per_digit],
-                    "test_frechet": test_frechet,
-                    "frechet_floor_real_train_vs_test": floor,
-                    "floor_train_images": min(FLOOR_TRAIN_IMAGES, len(data.train_x)),
-                    "test_images": len(test_seeds),
-                    "test_seeds": [int(test_seeds[0]), int(test_seeds[-1])],
-                    "test_reference": f"{len(data.test_y)} real test images",
-                    "test_epoch": best_epoch,
-                    "val_agreement": best["val_agreement"], "val_frechet": best["val_frechet"],
-                    "val_agreement_per_epoch": [m["val_agreement"] for m in history],
-                    "per_epoch": history},
-        "export": {"format": "onnx", "file": "model.onnx", "opset": DEFAULT_OPSET,
-                   "bytes": onnx_path.stat().st_size, "dynamic_batch": True,
-                   "parity_max_abs_diff": parity_diff, "parity_images": len(parity_seeds),
-                   "parity_batch_size": PARITY_BATCH, "parity_tolerance": PARITY_TOLERANCE},
-        "samples": {"file": "samples.png", "layout": "10x10: row = digit 0..9, column = seeds "
-                    f"{GRID_SEEDS_START}..{GRID_SEEDS_START + 9}", "epoch": best_epoch},
-        "command": command,
-    })
+    card = write_card(args.run_dir / "card.json", model_card(
+        name=NAME, args=args, command=command, G=G, D=D, checkpoint=checkpoint,
+        g_params=g_params, d_params=d_params, data=data, device=device,
+        train_seconds=train_seconds, history=history, best=best, val_seeds=val_seeds,
+        judge=judge, feature_dim=int(test_features.shape[1]), test_agreement=test_agreement,
+        test_per_digit=test_per_digit, test_frechet=test_frechet, test_seeds=test_seeds,
+        floor=floor, floor_train_images=min(FLOOR_TRAIN_IMAGES, len(data.train_x)),
+        onnx_path=onnx_path, parity_diff=parity_diff, parity_images=len(parity_seeds),
+        parity_batch=PARITY_BATCH, parity_tolerance=PARITY_TOLERANCE))
     version_dir = write_entry(args.out_dir, CONFIG, args.version, {
         "model.onnx": onnx_path, "card.json": args.run_dir / "card.json", "curves.png": curves,
         "samples.png": grid})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from training import translate
 from training.common.card import REQUIRED_FIELDS
 from training.common.checkpoint import build_model, load_checkpoint
 from training.common.export import check_onnx
-from training.translator import train
+from training.translator import fit, train
 from training.translator.export import EncoderGraph
 from training.translator.model import Seq2Seq
 
@@ -130,3 +131,54 @@ def test_publish_only_rebuilds_the_same_entry(dry_run: tuple[Path, Path, dict[st
     for name in ("encoder.onnx", "decoder_step.onnx", "sentencepiece.model", "manifest.json"):
         assert (tmp_path / "translator_de_en" / "1" / name).read_bytes() == \
             (out_dir / "translator_de_en" / "1" / name).read_bytes()
+
+
+def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
+                                   tmp_path: Path) -> None:
+    _, first_run, card = dry_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(first_run, run_dir)
+    before = json.loads((run_dir / "history.json").read_text())
+    last = load_checkpoint(run_dir / "checkpoints" / f"checkpoint_{len(before):03d}.pt")
+    assert last.optimizer is not None and last.optimizer["state"]  # Adam's moments are saved
+
+    model = build_model(last, Seq2Seq)
+    for p in model.parameters():
+        torch.nn.init.zeros_(p)
+    args = train.parse_args(["--resume"])
+    state = fit.resume_state(args, model, run_dir)
+    assert all(torch.equal(v, last.state_dict[k]) for k, v in model.state_dict().items())
+    assert (state.updates, state.epoch, state.elapsed_offset) == \
+        (before[-1]["updates"], before[-1]["epoch"], before[-1]["elapsed_s"])
+
+    again = train.main(["--dry-run", "--synthetic", "--resume", "--run-dir", str(run_dir),
+                        "--out-dir", str(tmp_path / "models"), "--threads", "1", "--device",
+                        "cpu", "--quiet"])
+    after = json.loads((run_dir / "history.json").read_text())
+    assert after[:len(before)] == before
+    new = after[len(before):]
+    assert [m["checkpoint"] for m in new] == list(range(len(before) + 1, len(after) + 1))
+    assert new[0]["updates"] > before[-1]["updates"] and new[0]["elapsed_s"] > before[-1]["elapsed_s"]
+    stages = again["training"]["stages"]
+    assert [s["checkpoints"] for s in stages] == [[1, len(before)], [len(before) + 1, len(after)]]
+    assert stages[1]["optimizer"] == "Adam state restored"
+    assert again["command"].count("python -m training.translator") == 2
+    assert "--resume" in again["command"] and card["command"] in again["command"]
+    # the tokenizer is the run's own: resuming never retrains it
+    assert (run_dir / "export" / "sentencepiece.model").read_bytes() == \
+        (first_run / "export" / "sentencepiece.model").read_bytes()
+
+
+def test_plateau_halves_after_patience_and_resets_on_improvement() -> None:
+    plateau = fit.Plateau(lr=1e-3, factor=0.5, patience=2, min_lr=3e-4)
+
+    def point(bleu: float, ppl: float = 10.0) -> dict[str, Any]:
+        return {"val_bleu": bleu, "val_perplexity": ppl}
+
+    assert plateau.update(point(5.0))
+    assert not plateau.update(point(4.0)) and plateau.lr == 1e-3
+    assert not plateau.update(point(5.0, 11.0)) and plateau.lr == 5e-4  # ties: perplexity
+    assert plateau.update(point(5.0, 9.0)) and plateau.since_best == 0
+    for _ in range(4):
+        plateau.update(point(1.0))
+    assert plateau.lr == 3e-4 and plateau.since_best == 4  # floored at min_lr

@@ -27,6 +27,7 @@ class Checkpoint:
     config: dict[str, Any]
     metrics: dict[str, Any]
     epoch: int
+    optimizer: dict[str, Any] | None = None  # the optimizer's state_dict, for --resume
 
 
 def class_path(cls: type) -> str:
@@ -49,6 +50,7 @@ def save_checkpoint(
     config: Mapping[str, Any],
     metrics: Mapping[str, Any],
     epoch: int,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> Path:
     """Write atomically, so a crash never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,8 @@ def save_checkpoint(
         "metrics": dict(metrics),
         "epoch": epoch,
     }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)

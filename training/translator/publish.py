@@ -107,7 +107,8 @@ def parity_check(model: Seq2Seq, export_dir: Path, translator: Translator,
 
 
 def publish(args: argparse.Namespace, corpus: ParallelCorpus, selected: dict[str, Any],
-            history: list[dict[str, Any]], export_dir: Path, spm_path: Path, command: str,
+            history: list[dict[str, Any]], export_dir: Path, spm_path: Path,
+            stages: list[dict[str, Any]],
             train_seconds: float, job_seconds: float, stop_reason: str, device: torch.device,
             parameters: int, train_pairs: int, train_tokens: int) -> dict[str, Any]:
     model: Seq2Seq = selected["model"].eval().cpu()
@@ -176,7 +177,7 @@ def publish(args: argparse.Namespace, corpus: ParallelCorpus, selected: dict[str
                             "of 'de<TAB>en'",
                  "train_pairs_used": train_pairs, "train_target_tokens": train_tokens,
                  "max_len_tokens": args.max_len},
-        "training": {"optimizer": "Adam", "lr": args.lr, "lr_schedule":
+        "training": {"optimizer": "Adam", "lr": history[0]["lr"], "lr_schedule":
                      f"x{args.lr_factor} after {args.lr_patience} checkpoints without "
                      f"improvement, min {args.min_lr}", "clip_grad_norm": args.clip,
                      "label_smoothing": args.label_smoothing, "dropout": args.dropout,
@@ -186,7 +187,7 @@ def publish(args: argparse.Namespace, corpus: ParallelCorpus, selected: dict[str
                      "updates": history[-1]["updates"], "epochs": history[-1]["epoch"],
                      "seed": args.seed, "device": str(device), "threads": torch.get_num_threads(),
                      "seconds": round(train_seconds, 1), "job_seconds": round(job_seconds, 1),
-                     "dry_run": args.dry_run},
+                     "dry_run": args.dry_run, "stages": stages},
         "selection": {k: v for k, v in selected.items() if k != "model"},
         "metrics": {"test": test, "validation": {
             "selected": {"bleu_greedy": selected["val_bleu"], "chrf_greedy": selected["val_chrf"],
@@ -197,7 +198,7 @@ def publish(args: argparse.Namespace, corpus: ParallelCorpus, selected: dict[str
                    "exporter": "torch.onnx.export(dynamo=False)", "parity": parity,
                    "graph_inputs": {"encoder": ENCODER_INPUTS, "decoder_step": DECODER_INPUTS},
                    "context_inputs": CONTEXT, "total_bytes": sum(sizes.values())},
-        "command": command,
+        "command": " && ".join(stage["command"] for stage in stages),
         "published": ("by a --publish-only rerun over this run's checkpoints"
                       if args.publish_only else "at the end of the training run"),
     })

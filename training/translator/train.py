@@ -3,12 +3,14 @@
     python -m training.translator --threads 1 --max-seconds 4200   # full run (Ding dictionary)
     python -m training.translator --corpus-dir DIR                  # your {train,valid,test}.{de,en}
     python -m training.translator --dry-run --synthetic             # seconds, no network
+    python -m training.translator --resume --max-seconds 3600       # carry on training the run
 
 Sockeye-style: token-based, length-bucketed batches; Adam with gradient
 clipping and label smoothing; a checkpoint every --checkpoint-interval
 updates with validation perplexity and greedy sacreBLEU; the learning rate
 halves after --lr-patience checkpoints without a better validation BLEU;
-training stops after --patience such checkpoints or --max-seconds. The best
+training stops after --patience such checkpoints or --max-seconds; --resume
+continues the run in --run-dir from its last checkpoint. The best
 checkpoint (validation BLEU, ties: lower perplexity) or, with --average N,
 the average of the N best when that scores at least as well on validation,
 is exported to encoder.onnx + decoder_step.onnx, checked for parity, and
@@ -28,8 +30,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from services.translation import Translator, sha256_of
 from training.common.card import command_line
@@ -37,9 +37,9 @@ from training.common.checkpoint import build_model, load_checkpoint, save_checkp
 from training.common.runtime import pick_device, seed_everything, set_threads
 from training.data.ding import load_ding
 from training.data.parallel import Pair, ParallelCorpus, load_parallel_dir
-from training.translator.batching import Batch, Encoded, collate, epoch_batches, make_batches
-from training.translator.evaluate import perplexity, translate_and_score
-from training.translator.export import TorchStepModel, manifest, write_manifest
+from training.translator.batching import Encoded, collate, make_batches
+from training.translator.export import manifest, write_manifest
+from training.translator.fit import fit, fresh_state, resume_state
 from training.translator.model import Seq2Seq
 from training.translator.publish import publish, select_model
 from training.translator.synthetic import synthetic_corpus
@@ -59,6 +59,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--synthetic", action="store_true", help="tiny generated corpus (tests, no network)")
     a("--max-phrases", type=int, default=60_000,
       help="dictionary phrase pairs added to training, a fixed hash-ordered subset (default: 60000)")
+    a("--sentence-copies", type=int, default=1,
+      help="times each training sentence pair is seen per epoch, to keep sentences weighty "
+           "next to many short phrases (default: 1)")
     a("--vocab-size", type=int, default=4000, help="joint sentencepiece pieces (default: 4000)")
     a("--max-len", type=int, default=80, help="longest training pair in tokens (default: 80)")
     a("--embed", type=int, default=256, help="embedding size (default: 256)")
@@ -74,7 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--batch-tokens", type=int, default=2048,
       help="padded target tokens per batch (default: 2048)")
     a("--bucket-width", type=int, default=4, help="length bucket width in tokens (default: 4)")
-    a("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    a("--lr", type=float, default=None,
+      help="Adam learning rate (default: 1e-3; with --resume, the run's own schedule)")
     a("--lr-factor", type=float, default=0.5, help="learning-rate factor on plateau (default: 0.5)")
     a("--lr-patience", type=int, default=2,
       help="checkpoints without improvement before the rate drops (default: 2)")
@@ -98,6 +102,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--device", choices=("cpu", "cuda", "auto"), default="auto",
       help="where to train (default: auto = cuda if available)")
     a("--threads", type=int, default=2, help="torch intra-op threads, 0 = torch's default (default: 2)")
+    a("--resume", action="store_true",
+      help="continue the run in --run-dir from its last checkpoint (same model flags; data "
+           "flags may differ, the tokenizer is kept); --max-seconds is this invocation's budget")
     a("--publish-only", action="store_true",
       help="skip training: select, export, evaluate and publish the checkpoints already in "
            "--run-dir (same data flags as the training run)")
@@ -148,9 +155,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out_dir = args.out_dir or Path("models")
     args.run_dir = args.run_dir or Path("runs") / NAME
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    # A --publish-only rerun documents the training command it finishes.
-    arguments = list(argv if argv is not None else sys.argv[1:])
-    command = command_line("training.translator", [a for a in arguments if a != "--publish-only"])
+    command = command_line("training.translator", list(argv if argv is not None else sys.argv[1:]))
+    if args.lr is None and not args.resume:
+        args.lr = 1e-3
 
     set_threads(args.threads)
     generator = seed_everything(args.seed)
@@ -162,19 +169,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # Tokenizer and manifest first: validation BLEU already runs the serving search code.
     export_dir = args.run_dir / "export"
     spm_path = export_dir / "sentencepiece.model"
-    if not args.publish_only:  # the checkpoints' embeddings belong to the existing one
+    if not (args.publish_only or args.resume):  # the checkpoints' embeddings use the old one
         train_sentencepiece(corpus.train + corpus.extra_train, args.vocab_size, spm_path)
     processor = load_sentencepiece(spm_path)
     vocab = processor.GetPieceSize()
-    train_pairs = encode_pairs(processor, corpus.train + corpus.extra_train, args.max_len)
+    train_pairs = (encode_pairs(processor, corpus.train, args.max_len) * args.sentence_copies
+                   + encode_pairs(processor, corpus.extra_train, args.max_len))
     valid_pairs = [(processor.EncodeAsIds(de), processor.EncodeAsIds(en)) for de, en in corpus.valid]
     batches = make_batches(train_pairs, args.batch_tokens, args.bucket_width)
     valid_batches = [collate([valid_pairs[i] for i in b])
                      for b in make_batches(valid_pairs, 4096, args.bucket_width)]
 
     checkpoints = args.run_dir / "checkpoints"
-    if args.publish_only:  # the trained model's own arguments, whatever the flags say
-        model = build_model(load_checkpoint(checkpoints / "checkpoint_001.pt"), Seq2Seq)
+    if args.publish_only or args.resume:  # the run's own model arguments, whatever the flags say
+        model = build_model(load_checkpoint(checkpoints / "checkpoint_001.pt"), Seq2Seq).to(device)
     else:
         model = Seq2Seq(vocab, args.embed, args.enc_hidden, args.enc_layers, args.dec_hidden,
                         args.dec_layers, args.attention, args.attention_size, args.dropout,
@@ -187,115 +195,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"vocabulary {vocab}; {len(train_pairs)} training pairs ({train_tokens} target tokens) "
           f"in {len(batches)} batches; {parameters:,} parameters on {device}", flush=True)
 
+    stages_path = args.run_dir / "stages.json"
     if args.publish_only:
         history = json.loads((args.run_dir / "history.json").read_text())
+        stages = json.loads(stages_path.read_text()) if stages_path.is_file() else \
+            [{"command": command.replace(" --publish-only", "")}]
         train_seconds = history[-1]["elapsed_s"]
-        stop_reason = (f"time budget of {args.max_seconds:.0f}s" if train_seconds >= args.max_seconds
-                       else "patience or --max-updates (see the run's train.log)")
+        stop_reason = stages[-1].get("stopped", "see the run's train.log")
     else:
+        if args.resume:
+            state = resume_state(args, model, args.run_dir)
+            generator.manual_seed(args.seed + len(state.history))  # not the first pass's order
+            stages = json.loads(stages_path.read_text()) if stages_path.is_file() else []
+        else:
+            state, stages = fresh_state(args), []
+        first = len(state.history) + 1
         history, train_seconds, stop_reason = fit(args, model, device, generator, corpus,
                                                   train_pairs, batches, valid_batches, export_dir,
-                                                  config)
+                                                  config, state)
+        stages.append({"command": command, "checkpoints": [first, len(history)],
+                       "max_phrases": args.max_phrases, "sentence_copies": args.sentence_copies,
+                       "train_pairs": len(train_pairs), "train_target_tokens": train_tokens,
+                       "threads": torch.get_num_threads(), "max_seconds": args.max_seconds,
+                       "lr_at_start": state.plateau.lr, "optimizer": "Adam state restored"
+                       if state.optimizer_state is not None else "fresh Adam",
+                       "stopped": stop_reason})
+        stages_path.write_text(json.dumps(stages, indent=1) + "\n")
 
     selected = select_model(args, history, checkpoints, export_dir, corpus, valid_batches)
-    return publish(args, corpus, selected, history, export_dir, spm_path, command,
+    return publish(args, corpus, selected, history, export_dir, spm_path, stages,
                    train_seconds, time.perf_counter() - started_job, stop_reason, device,
                    parameters, len(train_pairs), train_tokens)
-
-
-def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
-        generator: torch.Generator, corpus: ParallelCorpus, train_pairs: Sequence[Encoded],
-        batches: Sequence[Sequence[int]], valid_batches: Sequence[Batch], export_dir: Path,
-        config: dict[str, Any]) -> tuple[list[dict[str, Any]], float, str]:
-    """The training loop with its checkpoints; returns (history, seconds, why it stopped)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    history: list[dict[str, Any]] = []
-    checkpoints = args.run_dir / "checkpoints"
-    best: dict[str, Any] | None = None
-    since_best = since_drop = 0
-    updates, epoch = 0, 0
-    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-    started = time.perf_counter()
-    stop_reason = ""
-    progress = tqdm(total=args.max_updates or None, disable=args.quiet, unit="upd",
-                    mininterval=10.0, file=sys.stdout)
-
-    def validate() -> dict[str, Any]:
-        nonlocal window_loss, window_tokens, window_start
-        tick = time.perf_counter()
-        ppl = perplexity(model, valid_batches, device)
-        translator = Translator(export_dir, model=TorchStepModel(model.cpu()))
-        scores, _ = translate_and_score(translator, [d for d, _ in corpus.valid],
-                                        [e for _, e in corpus.valid], 1, args.alpha[0])
-        model.to(device)
-        metrics = {"checkpoint": len(history) + 1, "updates": updates, "epoch": epoch,
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": window_loss / max(window_tokens, 1),
-                   "train_tokens_per_s": window_tokens / max(tick - window_start, 1e-9),
-                   "val_perplexity": ppl, "val_bleu": scores["bleu"], "val_chrf": scores["chrf"],
-                   "elapsed_s": round(time.perf_counter() - started, 1),
-                   "validate_s": round(time.perf_counter() - tick, 1)}
-        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-        return metrics
-
-    while not stop_reason:
-        epoch += 1
-        for batch in epoch_batches(train_pairs, batches, generator):
-            model.train()
-            batch = batch.to(device)
-            logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
-                                   ignore_index=PAD_ID, label_smoothing=args.label_smoothing,
-                                   reduction="sum")
-            tokens = batch.target_tokens
-            optimizer.zero_grad(set_to_none=True)
-            (loss / tokens).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            optimizer.step()
-            updates += 1
-            window_loss += loss.item()
-            window_tokens += tokens
-            progress.update(1)
-            out_of_time = time.perf_counter() - started >= args.max_seconds
-            out_of_updates = bool(args.max_updates) and updates >= args.max_updates
-            if updates % args.checkpoint_interval and not (out_of_time or out_of_updates):
-                continue
-            metrics = validate()
-            history.append(metrics)
-            name = f"checkpoint_{metrics['checkpoint']:03d}.pt"
-            save_checkpoint(checkpoints / name, model, model.init_args, config, metrics, epoch)
-            improved = best is None or (metrics["val_bleu"], -metrics["val_perplexity"]) > \
-                (best["val_bleu"], -best["val_perplexity"])
-            if improved:
-                best, since_best, since_drop = metrics, 0, 0
-            else:
-                since_best += 1
-                since_drop += 1
-                if since_drop >= args.lr_patience:
-                    for group in optimizer.param_groups:
-                        group["lr"] = max(args.min_lr, group["lr"] * args.lr_factor)
-                    since_drop = 0
-            (args.run_dir / "history.json").write_text(json.dumps(history, indent=1))
-            tqdm.write(f"checkpoint {metrics['checkpoint']} upd {updates} ep {epoch} "
-                       f"lr {metrics['lr']:.1e} | train {metrics['train_loss']:.3f} "
-                       f"({metrics['train_tokens_per_s']:.0f} tok/s) | val ppl "
-                       f"{metrics['val_perplexity']:.2f} bleu {metrics['val_bleu']:.2f} chrF "
-                       f"{metrics['val_chrf']:.1f}{' *' if improved else ''} | "
-                       f"{metrics['elapsed_s']:.0f}s", file=sys.stdout)
-            sys.stdout.flush()
-            if since_best >= args.patience:
-                stop_reason = f"{args.patience} checkpoints without improvement"
-            elif out_of_time:
-                stop_reason = f"time budget of {args.max_seconds:.0f}s"
-            elif out_of_updates:
-                stop_reason = f"{args.max_updates} updates"
-            if stop_reason:
-                break
-    progress.close()
-    train_seconds = time.perf_counter() - started
-    assert best is not None
-    print(f"stopped after {updates} updates ({stop_reason}); best checkpoint "
-          f"{best['checkpoint']}: val bleu {best['val_bleu']:.2f} ppl {best['val_perplexity']:.2f}",
-          flush=True)
-    return history, train_seconds, stop_reason
 

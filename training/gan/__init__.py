@@ -1,0 +1,1 @@
+"""The digit GAN's networks, evaluation and model card; the job itself is training.digit_gan."""
