@@ -47,7 +47,7 @@ train-gan: $(STAMP) data  ## train the digit GAN (judged by models/mnist_cnn), e
 train-translator: $(STAMP) data-ding  ## train the German-English translator, export it to models/translator_de_en
 	$(PY) -m training.translator --threads 1 --device cpu --max-seconds 6000
 	$(PY) -m training.translator --resume --max-phrases 400000 --sentence-copies 2 --lr 5e-4 \
-		--lr-patience 3 --patience 8 --threads 2 --device cpu --max-seconds 7200
+		--lr-patience 3 --patience 8 --optimized-metric perplexity --threads 2 --device cpu --max-seconds 6000
 
 train: train-mlp train-cnn train-gan train-translator  ## train every model (the GAN after the CNN that judges it)
 

@@ -182,3 +182,10 @@ def test_plateau_halves_after_patience_and_resets_on_improvement() -> None:
     for _ in range(4):
         plateau.update(point(1.0))
     assert plateau.lr == 3e-4 and plateau.since_best == 4  # floored at min_lr
+
+
+def test_plateau_on_perplexity_ignores_a_noisy_bleu() -> None:
+    plateau = fit.Plateau(lr=1e-3, factor=0.5, patience=1, min_lr=1e-5, metric="perplexity")
+    assert plateau.update({"val_bleu": 6.0, "val_perplexity": 20.0})
+    assert plateau.update({"val_bleu": 5.0, "val_perplexity": 19.0}) and plateau.lr == 1e-3
+    assert not plateau.update({"val_bleu": 7.0, "val_perplexity": 19.5}) and plateau.lr == 5e-4

@@ -32,27 +32,30 @@ from training.translator.model import Seq2Seq
 from training.translator.vocab import PAD_ID
 
 
-def better(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
-    """Checkpoint order: validation BLEU, ties broken by lower perplexity."""
-    return b is None or (a["val_bleu"], -a["val_perplexity"]) > (b["val_bleu"], -b["val_perplexity"])
+def rank(metrics: dict[str, Any], metric: str = "bleu") -> tuple[float, float]:
+    """Sort key, higher is better: validation BLEU then lower perplexity, or
+    (metric "perplexity", Sockeye's default) the other way round."""
+    bleu, ppl = metrics["val_bleu"], -metrics["val_perplexity"]
+    return (bleu, ppl) if metric == "bleu" else (ppl, bleu)
 
 
 @dataclass
 class Plateau:
-    """Best checkpoint so far, checkpoints since it, and the learning rate
-    after halving on plateaus (--lr-factor after --lr-patience)."""
+    """Best checkpoint so far by --optimized-metric, checkpoints since it, and
+    the learning rate after halving on plateaus (--lr-factor after --lr-patience)."""
 
     lr: float
     factor: float
     patience: int
     min_lr: float
+    metric: str = "bleu"
     best: dict[str, Any] | None = None
     since_best: int = 0
     since_drop: int = 0
 
     def update(self, metrics: dict[str, Any]) -> bool:
         """Record one checkpoint; True when it is the best so far."""
-        if better(metrics, self.best):
+        if self.best is None or rank(metrics, self.metric) > rank(self.best, self.metric):
             self.best, self.since_best, self.since_drop = metrics, 0, 0
             return True
         self.since_best += 1
@@ -76,7 +79,8 @@ class RunState:
 
 
 def fresh_state(args: argparse.Namespace) -> RunState:
-    return RunState(Plateau(args.lr, args.lr_factor, args.lr_patience, args.min_lr))
+    return RunState(Plateau(args.lr, args.lr_factor, args.lr_patience, args.min_lr,
+                            args.optimized_metric))
 
 
 def resume_state(args: argparse.Namespace, model: Seq2Seq, run_dir: Path) -> RunState:
@@ -84,7 +88,8 @@ def resume_state(args: argparse.Namespace, model: Seq2Seq, run_dir: Path) -> Run
     history = json.loads((run_dir / "history.json").read_text())
     if not history:
         raise ValueError(f"{run_dir}/history.json is empty: nothing to resume")
-    plateau = Plateau(history[0]["lr"], args.lr_factor, args.lr_patience, args.min_lr)
+    plateau = Plateau(history[0]["lr"], args.lr_factor, args.lr_patience, args.min_lr,
+                      args.optimized_metric)
     for metrics in history:
         plateau.update(metrics)
     if args.lr is not None:  # an explicit --lr wins over the replayed schedule

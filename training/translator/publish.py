@@ -178,8 +178,8 @@ def publish(args: argparse.Namespace, corpus: ParallelCorpus, selected: dict[str
                  "train_pairs_used": train_pairs, "train_target_tokens": train_tokens,
                  "max_len_tokens": args.max_len},
         "training": {"optimizer": "Adam", "lr": history[0]["lr"], "lr_schedule":
-                     f"x{args.lr_factor} after {args.lr_patience} checkpoints without "
-                     f"improvement, min {args.min_lr}", "clip_grad_norm": args.clip,
+                     f"x{args.lr_factor} after {args.lr_patience} checkpoints without a better "
+                     f"validation {args.optimized_metric}, min {args.min_lr}", "clip_grad_norm": args.clip,
                      "label_smoothing": args.label_smoothing, "dropout": args.dropout,
                      "batch_tokens": args.batch_tokens, "bucket_width": args.bucket_width,
                      "checkpoint_interval": args.checkpoint_interval, "patience": args.patience,

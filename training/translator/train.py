@@ -8,7 +8,7 @@
 Sockeye-style: token-based, length-bucketed batches; Adam with gradient
 clipping and label smoothing; a checkpoint every --checkpoint-interval
 updates with validation perplexity and greedy sacreBLEU; the learning rate
-halves after --lr-patience checkpoints without a better validation BLEU;
+halves after --lr-patience checkpoints without a better --optimized-metric;
 training stops after --patience such checkpoints or --max-seconds; --resume
 continues the run in --run-dir from its last checkpoint. The best
 checkpoint (validation BLEU, ties: lower perplexity) or, with --average N,
@@ -82,6 +82,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--lr-factor", type=float, default=0.5, help="learning-rate factor on plateau (default: 0.5)")
     a("--lr-patience", type=int, default=2,
       help="checkpoints without improvement before the rate drops (default: 2)")
+    a("--optimized-metric", choices=("bleu", "perplexity"), default="bleu",
+      help="validation figure the plateau schedule and --patience watch, the other breaking "
+           "ties; the shipped checkpoint is still chosen by BLEU (default: bleu)")
     a("--min-lr", type=float, default=1e-5, help="lowest learning rate (default: 1e-5)")
     a("--clip", type=float, default=1.0, help="gradient norm clipping (default: 1.0)")
     a("--label-smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)")
