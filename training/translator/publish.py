@@ -22,6 +22,7 @@ from training.common.repository import DynamicBatching, ModelConfig, TensorConfi
 from training.data.parallel import ParallelCorpus
 from training.common.checkpoint import build_model, load_checkpoint
 from training.translator.evaluate import perplexity, translate_and_score
+from training.translator.fit import rank
 from training.translator.export import (CONTEXT, DECODER_INPUTS, ENCODER_INPUTS, STATES,
                                         DecoderStepGraph, EncoderGraph, TorchStepModel,
                                         export_translator)
@@ -213,7 +214,7 @@ def select_model(args: argparse.Namespace, history: list[dict[str, Any]], checkp
                  ) -> dict[str, Any]:
     """The best checkpoint, or the average of the --average best when its
     validation BLEU is at least as high. Returns {"model", "description", ...}."""
-    ranked = sorted(history, key=lambda m: (m["val_bleu"], -m["val_perplexity"]), reverse=True)
+    ranked = sorted(history, key=rank, reverse=True)
     best = ranked[0]
     checkpoint = load_checkpoint(checkpoints / f"checkpoint_{best['checkpoint']:03d}.pt")
     model = build_model(checkpoint, Seq2Seq)
@@ -235,7 +236,7 @@ def select_model(args: argparse.Namespace, history: list[dict[str, Any]], checkp
               flush=True)
         selected["average_candidate"] = {"checkpoints": chosen, "val_bleu": scores["bleu"],
                                          "val_perplexity": ppl, "val_chrf": scores["chrf"]}
-        if (scores["bleu"], -ppl) >= (best["val_bleu"], -best["val_perplexity"]):
+        if rank({"val_bleu": scores["bleu"], "val_perplexity": ppl}) >= rank(best):
             selected.update(model=averaged, averaged=chosen, val_bleu=scores["bleu"],
                             val_perplexity=ppl, val_chrf=scores["chrf"])
     return selected
