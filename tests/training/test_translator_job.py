@@ -153,7 +153,7 @@ def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
 
     again = train.main(["--dry-run", "--synthetic", "--resume", "--run-dir", str(run_dir),
                         "--out-dir", str(tmp_path / "models"), "--threads", "1", "--device",
-                        "cpu", "--quiet"])
+                        "cpu", "--quiet", "--lr", "3e-4"])
     after = json.loads((run_dir / "history.json").read_text())
     assert after[:len(before)] == before
     new = after[len(before):]
@@ -162,6 +162,7 @@ def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
     stages = again["training"]["stages"]
     assert [s["checkpoints"] for s in stages] == [[1, len(before)], [len(before) + 1, len(after)]]
     assert stages[1]["optimizer"] == "Adam state restored"
+    assert stages[1]["lr_at_start"] == new[0]["lr"] == 3e-4  # an explicit --lr wins on resume
     assert again["command"].count("python -m training.translator") == 2
     assert "--resume" in again["command"] and card["command"] in again["command"]
     # the tokenizer is the run's own: resuming never retrains it

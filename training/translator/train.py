@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             stages = json.loads(stages_path.read_text()) if stages_path.is_file() else []
         else:
             state, stages = fresh_state(args), []
-        first = len(state.history) + 1
+        first, lr_at_start = len(state.history) + 1, state.plateau.lr
         history, train_seconds, stop_reason = fit(args, model, device, generator, corpus,
                                                   train_pairs, batches, valid_batches, export_dir,
                                                   config, state)
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        "max_phrases": args.max_phrases, "sentence_copies": args.sentence_copies,
                        "train_pairs": len(train_pairs), "train_target_tokens": train_tokens,
                        "threads": torch.get_num_threads(), "max_seconds": args.max_seconds,
-                       "lr_at_start": state.plateau.lr, "optimizer": "Adam state restored"
+                       "lr_at_start": lr_at_start, "optimizer": "Adam state restored"
                        if state.optimizer_state is not None else "fresh Adam",
                        "stopped": stop_reason})
         stages_path.write_text(json.dumps(stages, indent=1) + "\n")
