@@ -139,6 +139,8 @@ def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
     run_dir = tmp_path / "run"
     shutil.copytree(first_run, run_dir)
     before = json.loads((run_dir / "history.json").read_text())
+    before[-1]["updates"] -= 1  # as if a time budget had stopped it off the checkpoint grid
+    (run_dir / "history.json").write_text(json.dumps(before, indent=1))
     last = load_checkpoint(run_dir / "checkpoints" / f"checkpoint_{len(before):03d}.pt")
     assert last.optimizer is not None and last.optimizer["state"]  # Adam's moments are saved
 
@@ -158,7 +160,9 @@ def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
     assert after[:len(before)] == before
     new = after[len(before):]
     assert [m["checkpoint"] for m in new] == list(range(len(before) + 1, len(after) + 1))
-    assert new[0]["updates"] > before[-1]["updates"] and new[0]["elapsed_s"] > before[-1]["elapsed_s"]
+    assert new[0]["elapsed_s"] > before[-1]["elapsed_s"]
+    interval = card["training"]["checkpoint_interval"]
+    assert [m["updates"] - before[-1]["updates"] for m in new][:1] == [interval]
     stages = again["training"]["stages"]
     assert [s["checkpoints"] for s in stages] == [[1, len(before)], [len(before) + 1, len(after)]]
     assert stages[1]["optimizer"] == "Adam state restored"

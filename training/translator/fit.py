@@ -159,8 +159,9 @@ def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
             progress.update(1)
             out_of_time = time.perf_counter() - started >= args.max_seconds
             out_of_updates = bool(args.max_updates) and updates - first_update >= args.max_updates
-            if updates % args.checkpoint_interval and not (out_of_time or out_of_updates):
-                continue
+            since_checkpoint = updates - (history[-1]["updates"] if history else 0)
+            if since_checkpoint < args.checkpoint_interval and not (out_of_time or out_of_updates):
+                continue  # every N updates counted from the last checkpoint, also after a resume
             metrics = validate()
             history.append(metrics)
             name = f"checkpoint_{metrics['checkpoint']:03d}.pt"
