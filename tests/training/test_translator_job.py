@@ -18,7 +18,8 @@ from training.common.card import REQUIRED_FIELDS
 from training.common.checkpoint import build_model, load_checkpoint
 from training.common.export import check_onnx
 from training.translator import fit, train
-from training.translator.export import EncoderGraph
+from training.translator.export import EncoderGraph, export_translator
+from training.translator.publish import parity_check
 from training.translator.model import Seq2Seq
 
 SHIPPED = Path("models/translator_de_en/1")
@@ -54,7 +55,8 @@ def test_entry_files_config_and_card(dry_run: tuple[Path, Path, dict[str, Any]])
     assert test["alpha"] == validation["alpha_chosen"]
     assert set(validation["beam_alpha_on_validation"]) == {"0.6", "1.0", "1.4"}
     parity = card["export"]["parity"]
-    assert parity["encoder_max_abs_diff"] <= 1e-4 and parity["decoder_step_max_abs_diff"] <= 1e-4
+    assert parity["encoder_bound_ratio"] <= 1 and parity["decoder_step_bound_ratio"] <= 1
+    assert parity["greedy_tokens_agree"] and (parity["atol"], parity["rtol"]) == (1e-4, 1e-4)
     assert parity["batch_size"] != 2 and parity["source_length"] != 5
 
 
@@ -172,6 +174,22 @@ def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
     # the tokenizer is the run's own: resuming never retrains it
     assert (run_dir / "export" / "sentencepiece.model").read_bytes() == \
         (first_run / "export" / "sentencepiece.model").read_bytes()
+
+
+def test_parity_check_passes_the_export_and_catches_a_drifted_model(
+        dry_run: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    _, run_dir, _ = dry_run
+    model = build_model(load_checkpoint(run_dir / "checkpoints" / "checkpoint_001.pt"), Seq2Seq)
+    for name in ("manifest.json", "sentencepiece.model"):
+        shutil.copy(run_dir / "export" / name, tmp_path / name)
+    export_translator(model, tmp_path)
+    sentences = [f"ein satz mit {n} woertern und mehr" for n in range(20)]
+    result = parity_check(model, tmp_path, Translator(tmp_path), sentences)
+    assert result["greedy_tokens_agree"] and result["decoder_step_bound_ratio"] <= 1
+    with torch.no_grad():  # the graphs no longer match the weights
+        next(model.parameters()).add_(1e-2)
+    with pytest.raises(AssertionError, match="ONNX parity fails"):
+        parity_check(model, tmp_path, Translator(tmp_path), sentences)
 
 
 def test_plateau_halves_after_patience_and_resets_on_improvement() -> None:
