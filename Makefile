@@ -48,6 +48,9 @@ train-translator: $(STAMP) data-ding  ## train the German-English translator, ex
 	$(PY) -m training.translator --threads 1 --device cpu --max-seconds 6000
 	$(PY) -m training.translator --resume --max-phrases 400000 --sentence-copies 2 --lr 5e-4 \
 		--lr-patience 3 --patience 8 --optimized-metric perplexity --threads 2 --device cpu --max-seconds 6000
+	$(PY) -m training.translator --resume --max-phrases 400000 --sentence-copies 5 --lr 2e-4 \
+		--lr-patience 3 --patience 10 --optimized-metric perplexity --threads 2 --device cpu --max-seconds 6300 \
+		--alpha 0.6 1.0 1.4 1.8 2.2
 
 train: train-mlp train-cnn train-gan train-translator  ## train every model (the GAN after the CNN that judges it)
 
