@@ -13,8 +13,9 @@ from matplotlib.figure import Figure
 Panels = Mapping[str, Mapping[str, Sequence[float]]]
 
 
-def plot_curves(path: Path, panels: Panels, title: str = "", dpi: int = 72) -> Path:
-    """One subplot per panel, epochs (1-based) on x, a line per series.
+def plot_curves(path: Path, panels: Panels, title: str = "", dpi: int = 72,
+                x_label: str = "epoch") -> Path:
+    """One subplot per panel, epochs (or `x_label`'s unit, 1-based) on x, a line per series.
 
     e.g. {"loss": {"train": [...], "validation": [...]},
           "accuracy": {"train": [...], "validation": [...]}}
@@ -27,7 +28,7 @@ def plot_curves(path: Path, panels: Panels, title: str = "", dpi: int = 72) -> P
             epochs = range(1, len(values) + 1)
             ax.plot(epochs, values, marker="o", markersize=3, label=label)
         ax.set_title(panel)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x_label)
         ax.grid(True, alpha=0.3)
         ax.legend()
     if title:

@@ -171,7 +171,8 @@ def publish(args: argparse.Namespace, corpus: ParallelCorpus, selected: dict[str
         "train loss (label-smoothed)": {"train": [m["train_loss"] for m in history]},
         "validation perplexity": {"validation": [m["val_perplexity"] for m in history]},
         "validation BLEU (greedy)": {"validation": [m["val_bleu"] for m in history]},
-    }, title=f"{NAME} (x = checkpoint, every {args.checkpoint_interval} updates)")
+    }, title=f"{NAME} (a checkpoint every {args.checkpoint_interval} updates)",
+        x_label="checkpoint")
 
     files = {"encoder.onnx": encoder_path, "decoder_step.onnx": decoder_path,
              "manifest.json": export_dir / "manifest.json", "sentencepiece.model": spm_path}
