@@ -164,7 +164,7 @@ def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
     assert [m["checkpoint"] for m in new] == list(range(len(before) + 1, len(after) + 1))
     assert new[0]["elapsed_s"] > before[-1]["elapsed_s"]
     interval = card["training"]["checkpoint_interval"]
-    assert [m["updates"] - before[-1]["updates"] for m in new][:1] == [interval]
+    assert new[0]["updates"] - before[-1]["updates"] == interval
     stages = again["training"]["stages"]
     assert [s["checkpoints"] for s in stages] == [[1, len(before)], [len(before) + 1, len(after)]]
     assert stages[1]["optimizer"] == "Adam state restored"

@@ -62,7 +62,8 @@ def choose_alpha(args: argparse.Namespace, translator: Translator, corpus: Paral
               flush=True)
     best = max(args.alpha, key=lambda a: (tried[str(a)]["bleu"], tried[str(a)]["chrf"]))
     return best, tried
-PARITY_TOLERANCE = 1e-4
+
+
 PARITY_BATCH, PARITY_STEPS = 13, 6  # export example: batch 2, source length 5
 # |torch - onnx| <= ATOL + RTOL * |torch| elementwise (numpy.allclose's rule). The relative
 # part matters for log_probs: they are the tied 4000-row output layer times `feed`, so a
