@@ -151,6 +151,7 @@ def test_resume_carries_on_the_run(dry_run: tuple[Path, Path, dict[str, Any]],
         torch.nn.init.zeros_(p)
     args = train.parse_args(["--resume"])
     state = fit.resume_state(args, model, run_dir)
+    assert state.plateau.lr == before[-1]["lr"]  # no --lr: the replayed schedule
     assert all(torch.equal(v, last.state_dict[k]) for k, v in model.state_dict().items())
     assert (state.updates, state.epoch, state.elapsed_offset) == \
         (before[-1]["updates"], before[-1]["epoch"], before[-1]["elapsed_s"])
@@ -205,6 +206,19 @@ def test_plateau_halves_after_patience_and_resets_on_improvement() -> None:
     for _ in range(4):
         plateau.update(point(1.0))
     assert plateau.lr == 3e-4 and plateau.since_best == 4  # floored at min_lr
+
+
+def test_plateau_restart_gives_a_new_rate_its_own_patience() -> None:
+    plateau = fit.Plateau(lr=1e-3, factor=0.5, patience=3, min_lr=1e-5)
+    plateau.update({"val_bleu": 5.0, "val_perplexity": 10.0})
+    for _ in range(2):
+        plateau.update({"val_bleu": 4.0, "val_perplexity": 10.0})
+    plateau.restart(2e-4)  # --resume --lr 2e-4, two checkpoints into a plateau
+    for _ in range(2):
+        assert not plateau.update({"val_bleu": 4.0, "val_perplexity": 10.0})
+        assert plateau.lr == 2e-4
+    plateau.update({"val_bleu": 4.0, "val_perplexity": 10.0})
+    assert plateau.lr == 1e-4 and plateau.since_best == 5  # patience still counts from the best
 
 
 def test_plateau_on_perplexity_ignores_a_noisy_bleu() -> None:

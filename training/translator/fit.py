@@ -65,6 +65,11 @@ class Plateau:
             self.since_drop = 0
         return False
 
+    def restart(self, lr: float) -> None:
+        """A rate set by hand (--lr on --resume) gets --lr-patience checkpoints of its own
+        before it halves; the best so far and --patience's count carry on."""
+        self.lr, self.since_drop = lr, 0
+
 
 @dataclass
 class RunState:
@@ -93,7 +98,7 @@ def resume_state(args: argparse.Namespace, model: Seq2Seq, run_dir: Path) -> Run
     for metrics in history:
         plateau.update(metrics)
     if args.lr is not None:  # an explicit --lr wins over the replayed schedule
-        plateau.lr = args.lr
+        plateau.restart(args.lr)
     last = history[-1]
     checkpoint = load_checkpoint(run_dir / "checkpoints" / f"checkpoint_{last['checkpoint']:03d}.pt")
     model.load_state_dict(checkpoint.state_dict)
