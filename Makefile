@@ -51,6 +51,9 @@ train-translator: $(STAMP) data-ding  ## train the German-English translator, ex
 	$(PY) -m training.translator --resume --max-phrases 400000 --sentence-copies 5 --lr 2e-4 \
 		--lr-patience 3 --patience 10 --optimized-metric perplexity --threads 2 --device cpu --max-seconds 6300 \
 		--alpha 0.6 1.0 1.4 1.8 2.2
+	$(PY) -m training.translator --resume --max-phrases 400000 --sentence-copies 5 --lr 1e-4 \
+		--lr-patience 4 --patience 14 --optimized-metric perplexity --threads 2 --device cpu --max-seconds 4800 \
+		--alpha 0.6 1.0 1.4 1.8 2.2
 
 train: train-mlp train-cnn train-gan train-translator  ## train every model (the GAN after the CNN that judges it)
 
