@@ -111,9 +111,9 @@ def parity_check(model: Seq2Seq, export_dir: Path, translator: Translator,
             want = [t.numpy() for t in torch_decoder(
                 *(torch.from_numpy(feed_dict[n]) for n in DECODER_INPUTS))]
             compare("decoder_step", want, got)
-            tokens_agree &= bool(np.array_equal(want[0].argmax(axis=1), got[0].argmax(axis=1)))
-            values.update({name: got[1 + i] for i, (name, _) in enumerate(STATES)})
             prev = got[0].argmax(axis=1).astype(np.int64)
+            tokens_agree &= bool(np.array_equal(want[0].argmax(axis=1), prev))
+            values.update({name: got[1 + i] for i, (name, _) in enumerate(STATES)})
     result = {"encoder_max_abs_diff": worst["encoder"],
               "decoder_step_max_abs_diff": worst["decoder_step"],
               "encoder_bound_ratio": ratio["encoder"], "decoder_step_bound_ratio":
