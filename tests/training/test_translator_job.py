@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import sentencepiece as spm
 import torch
 
 from services.translation import Translator, sha256_of
@@ -20,7 +21,9 @@ from training.common.export import check_onnx
 from training.translator import fit, train
 from training.translator.export import EncoderGraph, export_translator
 from training.translator.publish import parity_check
+from training.translator.batching import collate
 from training.translator.model import Seq2Seq
+from training.translator.vocab import EOS_ID, PAD_ID, UNK_ID, load_sentencepiece
 
 SHIPPED = Path("models/translator_de_en/1")
 
@@ -226,3 +229,92 @@ def test_plateau_on_perplexity_ignores_a_noisy_bleu() -> None:
     assert plateau.update({"val_bleu": 6.0, "val_perplexity": 20.0})
     assert plateau.update({"val_bleu": 5.0, "val_perplexity": 19.0}) and plateau.lr == 1e-3
     assert not plateau.update({"val_bleu": 7.0, "val_perplexity": 19.5}) and plateau.lr == 5e-4
+
+
+def test_subword_sampling_re_segments_the_same_text(
+        dry_run: tuple[Path, Path, dict[str, Any]]) -> None:
+    _, run_dir, _ = dry_run
+    processor = load_sentencepiece(run_dir / "export" / "sentencepiece.model")
+    pairs = train.load_corpus(train.parse_args(["--dry-run", "--synthetic"])).train[:40]
+    best = train.encode_pairs(processor, pairs, max_len=80)
+    assert best == [(processor.EncodeAsIds(de), processor.EncodeAsIds(en)) for de, en in pairs]
+    spm.set_random_generator_seed(7)
+    source_only = train.encode_pairs(processor, pairs, max_len=80, alpha=0.5)
+    both = train.encode_pairs(processor, pairs, max_len=80, alpha=0.5, sides="both")
+    assert [t for _, t in source_only] == [t for _, t in best]  # the target keeps its best
+    assert any(s != b for (s, _), (b, _) in zip(source_only, best))
+    assert any(t != b for (_, t), (_, b) in zip(both, best))
+    for (s, t), (de, en) in zip(both, pairs):  # a segmentation, never a different text
+        assert processor.DecodeIds(s) == de and processor.DecodeIds(t) == en
+
+
+def test_word_dropout_only_touches_real_source_tokens() -> None:
+    batch = collate([([7, 8, 9, 10] * 50, [9]), ([7, 8], [9, 10, 11])])
+    dropped = fit.drop_source_words(batch, 0.5, torch.Generator().manual_seed(0))
+    real = (batch.src != PAD_ID) & (batch.src != EOS_ID)
+    changed = dropped.src != batch.src
+    assert not (changed & ~real).any()  # EOS and padding stay
+    assert (dropped.src[changed] == UNK_ID).all()
+    assert 0.35 < changed.sum().item() / real.sum().item() < 0.65
+    assert torch.equal(dropped.tgt_out, batch.tgt_out) and torch.equal(dropped.tgt_in, batch.tgt_in)
+    kept = fit.drop_source_words(batch, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(kept.src, batch.src)
+
+
+def test_resumed_stage_can_regularise_harder(dry_run: tuple[Path, Path, dict[str, Any]],
+                                             tmp_path: Path) -> None:
+    _, first_run, _ = dry_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(first_run, run_dir)
+    card = train.main(["--dry-run", "--synthetic", "--resume", "--run-dir", str(run_dir),
+                       "--out-dir", str(tmp_path / "models"), "--threads", "1", "--device",
+                       "cpu", "--quiet", "--dropout", "0.4", "--word-dropout", "0.2",
+                       "--subword-alpha", "0.5"])
+    stage = card["training"]["stages"][-1]
+    assert (stage["dropout"], stage["word_dropout"], stage["subword_alpha"]) == (0.4, 0.2, 0.5)
+    last = load_checkpoint(run_dir / "checkpoints" / f"checkpoint_{stage['checkpoints'][1]:03d}.pt")
+    assert last.model_args["dropout"] == 0.4
+    model = build_model(last, Seq2Seq)
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.4}
+
+
+def test_each_later_epoch_gets_the_resampled_pairs(dry_run: tuple[Path, Path, dict[str, Any]],
+                                                   tmp_path: Path) -> None:
+    _, first_run, _ = dry_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(first_run, run_dir)
+    args = train.parse_args(["--dry-run", "--synthetic", "--resume", "--run-dir", str(run_dir),
+                             "--max-updates", "4", "--checkpoint-interval", "100", "--quiet",
+                             "--alpha", "1.0"])
+    corpus = train.load_corpus(args)
+    processor = load_sentencepiece(run_dir / "export" / "sentencepiece.model")
+    model = build_model(load_checkpoint(run_dir / "checkpoints" / "checkpoint_001.pt"), Seq2Seq)
+    state = fit.resume_state(args, model, run_dir)
+    served: list[list[int]] = []  # the first source of every batch trained on
+
+    def one_batch(n: int) -> tuple[list[Any], list[list[int]]]:
+        return [([5 + n, 6], [7])], [[0]]
+
+    calls = iter(range(1, 10))
+
+    def resample() -> tuple[list[Any], list[list[int]]]:
+        return one_batch(next(calls))
+
+    original = fit.epoch_batches
+
+    def spy(pairs: Any, batches: Any, generator: Any) -> Any:
+        for batch in original(pairs, batches, generator):
+            served.append(batch.src[0].tolist())
+            yield batch
+
+    valid = [collate([(processor.EncodeAsIds(de), processor.EncodeAsIds(en))
+                      for de, en in corpus.valid])]
+    fit.epoch_batches = spy  # type: ignore[assignment]
+    try:
+        history, _, reason = fit.fit(args, model, torch.device("cpu"), torch.Generator(), corpus,
+                                     *one_batch(0), valid, run_dir / "export", {}, state,
+                                     resample)
+    finally:
+        fit.epoch_batches = original  # type: ignore[assignment]
+    assert reason == "4 updates"
+    assert served == [[5, 6, EOS_ID], [6, 6, EOS_ID], [7, 6, EOS_ID], [8, 6, EOS_ID]]

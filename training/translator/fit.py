@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,14 @@ from training.translator.batching import Batch, Encoded, epoch_batches
 from training.translator.evaluate import perplexity, translate_and_score
 from training.translator.export import TorchStepModel
 from training.translator.model import Seq2Seq
-from training.translator.vocab import PAD_ID
+from training.translator.vocab import EOS_ID, PAD_ID, UNK_ID
+
+
+def drop_source_words(batch: Batch, p: float, generator: torch.Generator) -> Batch:
+    """Each real source token (not EOS, not padding) becomes <unk> with chance p."""
+    hit = torch.rand(batch.src.shape, generator=generator) < p
+    hit &= (batch.src != PAD_ID) & (batch.src != EOS_ID)
+    return Batch(batch.src.masked_fill(hit, UNK_ID), batch.src_mask, batch.tgt_in, batch.tgt_out)
 
 
 def rank(metrics: dict[str, Any], metric: str = "bleu") -> tuple[float, float]:
@@ -109,9 +116,14 @@ def resume_state(args: argparse.Namespace, model: Seq2Seq, run_dir: Path) -> Run
 def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
         generator: torch.Generator, corpus: ParallelCorpus, train_pairs: Sequence[Encoded],
         batches: Sequence[Sequence[int]], valid_batches: Sequence[Batch], export_dir: Path,
-        config: dict[str, Any], state: RunState) -> tuple[list[dict[str, Any]], float, str]:
+        config: dict[str, Any], state: RunState,
+        resample: Callable[[], tuple[list[Encoded], list[list[int]]]] | None = None
+        ) -> tuple[list[dict[str, Any]], float, str]:
     """Train until patience, --max-updates or --max-seconds (this invocation's
-    budget); returns (history, seconds over all invocations, why it stopped)."""
+    budget); returns (history, seconds over all invocations, why it stopped).
+
+    `resample`, when given, makes each later epoch's pairs and batches
+    (subword regularisation); --word-dropout replaces source tokens by <unk>."""
     optimizer = torch.optim.Adam(model.parameters(), lr=state.plateau.lr)
     if state.optimizer_state is not None:
         optimizer.load_state_dict(state.optimizer_state)
@@ -144,10 +156,16 @@ def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
         window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
         return metrics
 
+    first_epoch = True
     while not stop_reason:
         epoch += 1
+        if resample is not None and not first_epoch:
+            train_pairs, batches = resample()
+        first_epoch = False
         for batch in epoch_batches(train_pairs, batches, generator):
             model.train()
+            if args.word_dropout > 0:
+                batch = drop_source_words(batch, args.word_dropout, generator)
             batch = batch.to(device)
             logits = model(batch.src, batch.src_mask, batch.tgt_in)  # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),

@@ -166,6 +166,13 @@ class Seq2Seq(nn.Module):
             feeds.append(feed)
         return self.decoder.logits(torch.stack(feeds, dim=1))  # (B, T, V)
 
+    def set_dropout(self, p: float) -> None:
+        """Change every dropout rate (a resumed stage may regularise harder)."""
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = p
+        self.init_args["dropout"] = p
+
     def describe(self) -> str:
         a = self.init_args
         return (f"bi-LSTM encoder {a['enc_layers']}x{a['enc_hidden']} "

@@ -21,6 +21,7 @@ beam through the same search over PyTorch).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import sentencepiece as spm
 import torch
 
 from services.translation import Translator, sha256_of
@@ -73,7 +75,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--attention", choices=("mlp", "dot"), default="mlp",
       help="mlp (Bahdanau) or dot (Luong general) attention (default: mlp)")
     a("--attention-size", type=int, default=256, help="mlp attention size (default: 256)")
-    a("--dropout", type=float, default=0.2, help="dropout (default: 0.2)")
+    a("--dropout", type=float, default=None,
+      help="dropout (default: 0.2 for a new run; on --resume the run's own unless given)")
+    a("--word-dropout", type=float, default=0.0,
+      help="chance that a training source token is replaced by <unk> (default: 0)")
+    a("--subword-alpha", type=float, default=0.0,
+      help="subword regularisation: with alpha > 0, the training pairs are re-segmented every "
+           "epoch by sampling from the sentencepiece lattice (nbest -1, smoothing alpha; "
+           "0.5 is mild, 0.1 fragments words); 0 = the one best segmentation (default: 0)")
+    a("--subword-sides", choices=("source", "both"), default="source",
+      help="which side --subword-alpha samples (default: source)")
     a("--batch-tokens", type=int, default=2048,
       help="padded target tokens per batch (default: 2048)")
     a("--bucket-width", type=int, default=4, help="length bucket width in tokens (default: 4)")
@@ -139,9 +150,18 @@ def load_corpus(args: argparse.Namespace) -> ParallelCorpus:
                           corpus.checksums, corpus.split_rule)
 
 
-def encode_pairs(processor: Any, pairs: Sequence[Pair], max_len: int) -> list[Encoded]:
-    encoded = [(processor.EncodeAsIds(de), processor.EncodeAsIds(en)) for de, en in pairs]
-    return [(s, t) for s, t in encoded if 0 < len(s) < max_len and 0 < len(t) < max_len]
+def encode_pairs(processor: Any, pairs: Sequence[Pair], max_len: int, alpha: float = 0.0,
+                 sides: str = "source") -> list[Encoded]:
+    """Token ids of both sides, pairs of max_len tokens or more left out; with alpha > 0
+    the source (or both sides) is a segmentation sampled from the lattice."""
+    def encode(texts: list[str], sample: bool) -> list[list[int]]:
+        if not sample:
+            return processor.Encode(texts)
+        return processor.Encode(texts, enable_sampling=True, alpha=alpha, nbest_size=-1)
+
+    src = encode([de for de, _ in pairs], alpha > 0)
+    tgt = encode([en for _, en in pairs], alpha > 0 and sides == "both")
+    return [(s, t) for s, t in zip(src, tgt) if 0 < len(s) < max_len and 0 < len(t) < max_len]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -157,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.batch_tokens = min(args.batch_tokens, 400)
     args.out_dir = args.out_dir or Path("models")
     args.run_dir = args.run_dir or Path("runs") / NAME
+    if args.dropout is None and not (args.resume or args.publish_only):
+        args.dropout = 0.2
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     command = command_line("training.translator", list(argv if argv is not None else sys.argv[1:]))
     if args.lr is None and not args.resume:
@@ -176,16 +198,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         train_sentencepiece(corpus.train + corpus.extra_train, args.vocab_size, spm_path)
     processor = load_sentencepiece(spm_path)
     vocab = processor.GetPieceSize()
-    train_pairs = (encode_pairs(processor, corpus.train, args.max_len) * args.sentence_copies
-                   + encode_pairs(processor, corpus.extra_train, args.max_len))
+    if args.subword_alpha > 0:
+        spm.set_random_generator_seed(args.seed)
+
+    def training_set() -> tuple[list[Encoded], list[list[int]]]:
+        """The epoch's pairs and batches (re-segmented each call under --subword-alpha)."""
+        sampled = functools.partial(encode_pairs, processor, max_len=args.max_len,
+                                    alpha=args.subword_alpha, sides=args.subword_sides)
+        pairs = ([p for _ in range(args.sentence_copies) for p in sampled(corpus.train)]
+                 if args.subword_alpha > 0 else sampled(corpus.train) * args.sentence_copies)
+        pairs += sampled(corpus.extra_train)
+        return pairs, make_batches(pairs, args.batch_tokens, args.bucket_width)
+
+    train_pairs, batches = training_set()
     valid_pairs = [(processor.EncodeAsIds(de), processor.EncodeAsIds(en)) for de, en in corpus.valid]
-    batches = make_batches(train_pairs, args.batch_tokens, args.bucket_width)
     valid_batches = [collate([valid_pairs[i] for i in b])
                      for b in make_batches(valid_pairs, 4096, args.bucket_width)]
 
     checkpoints = args.run_dir / "checkpoints"
     if args.publish_only or args.resume:  # the run's own model arguments, whatever the flags say
         model = build_model(load_checkpoint(checkpoints / "checkpoint_001.pt"), Seq2Seq).to(device)
+        if args.dropout is not None and args.resume:  # regularisation may change between stages
+            model.set_dropout(args.dropout)
     else:
         model = Seq2Seq(vocab, args.embed, args.enc_hidden, args.enc_layers, args.dec_hidden,
                         args.dec_layers, args.attention, args.attention_size, args.dropout,
@@ -215,9 +249,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         first, lr_at_start = len(state.history) + 1, state.plateau.lr
         history, train_seconds, stop_reason = fit(args, model, device, generator, corpus,
                                                   train_pairs, batches, valid_batches, export_dir,
-                                                  config, state)
+                                                  config, state,
+                                                  training_set if args.subword_alpha > 0 else None)
         stages.append({"command": command, "checkpoints": [first, len(history)],
                        "max_phrases": args.max_phrases, "sentence_copies": args.sentence_copies,
+                       "dropout": model.init_args["dropout"], "word_dropout": args.word_dropout,
+                       "subword_alpha": args.subword_alpha,
                        "train_pairs": len(train_pairs), "train_target_tokens": train_tokens,
                        "threads": torch.get_num_threads(), "max_seconds": args.max_seconds,
                        "lr_at_start": lr_at_start, "optimizer": "Adam state restored"
