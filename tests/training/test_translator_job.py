@@ -224,6 +224,17 @@ def test_plateau_restart_gives_a_new_rate_its_own_patience() -> None:
     assert plateau.lr == 1e-4 and plateau.since_best == 5  # patience still counts from the best
 
 
+def test_a_resumed_stage_gets_its_own_patience() -> None:
+    plateau = fit.Plateau(lr=1e-3, factor=0.5, patience=3, min_lr=1e-5)
+    plateau.update({"val_bleu": 5.0, "val_perplexity": 10.0})
+    for _ in range(6):  # the last stage ended on --patience 6
+        plateau.update({"val_bleu": 4.0, "val_perplexity": 10.0})
+    assert fit.out_of_patience(plateau, 6, 6)
+    assert not fit.out_of_patience(plateau, 1, 6)  # resumed: one checkpoint into this stage
+    plateau.update({"val_bleu": 4.0, "val_perplexity": 10.0})
+    assert not fit.out_of_patience(plateau, 5, 6) and fit.out_of_patience(plateau, 6, 6)
+
+
 def test_plateau_on_perplexity_ignores_a_noisy_bleu() -> None:
     plateau = fit.Plateau(lr=1e-3, factor=0.5, patience=1, min_lr=1e-5, metric="perplexity")
     assert plateau.update({"val_bleu": 6.0, "val_perplexity": 20.0})

@@ -78,6 +78,12 @@ class Plateau:
         self.lr, self.since_drop = lr, 0
 
 
+def out_of_patience(plateau: Plateau, stage_checkpoints: int, patience: int) -> bool:
+    """--patience checkpoints without improvement, counted within this stage: a resumed
+    run that had stopped on patience still gets `patience` checkpoints to improve."""
+    return min(plateau.since_best, stage_checkpoints) >= patience
+
+
 @dataclass
 class RunState:
     """Where a (possibly resumed) run stands."""
@@ -132,6 +138,7 @@ def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
     history, plateau = state.history, state.plateau
     checkpoints = args.run_dir / "checkpoints"
     updates, epoch, first_update = state.updates, state.epoch, state.updates
+    first_checkpoint = len(history)
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     started = time.perf_counter()
     stop_reason = ""
@@ -201,7 +208,7 @@ def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
                        f"{metrics['val_chrf']:.1f}{' *' if improved else ''} | "
                        f"{metrics['elapsed_s']:.0f}s", file=sys.stdout)
             sys.stdout.flush()
-            if plateau.since_best >= args.patience:
+            if out_of_patience(plateau, len(history) - first_checkpoint, args.patience):
                 stop_reason = f"{args.patience} checkpoints without improvement"
             elif out_of_time:
                 stop_reason = f"time budget of {args.max_seconds:.0f}s"

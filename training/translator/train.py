@@ -37,8 +37,9 @@ from services.translation import Translator, sha256_of
 from training.common.card import command_line
 from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.common.runtime import pick_device, seed_everything, set_threads
-from training.data.ding import load_ding
-from training.data.parallel import Pair, ParallelCorpus, load_parallel_dir
+from training.data.ding import load_ding, normalise
+from training.data.parallel import (Pair, ParallelCorpus, file_sha256, load_parallel_dir,
+                                    read_pairs)
 from training.translator.batching import Encoded, collate, make_batches
 from training.translator.export import manifest, write_manifest
 from training.translator.fit import fit, fresh_state, resume_state
@@ -59,6 +60,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--corpus-dir", type=Path, default=None,
       help="use plain parallel files {train,valid,test}.{de,en} from this folder instead")
     a("--synthetic", action="store_true", help="tiny generated corpus (tests, no network)")
+    a("--extra-parallel", type=Path, nargs="+", default=[], metavar="DIR",
+      help="more training-only pairs from DIR/train.de and DIR/train.en (e.g. the software "
+           "catalogs of `python -m training.data.gettext`); a pair whose German matches a "
+           "validation or test sentence is left out")
     a("--max-phrases", type=int, default=60_000,
       help="dictionary phrase pairs added to training, a fixed hash-ordered subset (default: 60000)")
     a("--sentence-copies", type=int, default=1,
@@ -102,7 +107,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--checkpoint-interval", type=int, default=300,
       help="updates between checkpoints (default: 300)")
     a("--patience", type=int, default=6,
-      help="stop after this many checkpoints without improvement (default: 6)")
+      help="stop after this many checkpoints without improvement; a --resume stage gets at "
+           "least this many of its own (default: 6)")
     a("--max-updates", type=int, default=0, help="stop after this many updates, 0 = no limit")
     a("--max-seconds", type=float, default=4200.0,
       help="stop training after this many seconds (default: 4200)")
@@ -142,12 +148,20 @@ def load_corpus(args: argparse.Namespace) -> ParallelCorpus:
     phrases = sorted(corpus.extra_train,
                      key=lambda p: hashlib.sha256(f"{p[0]}\t{p[1]}".encode()).hexdigest())
     phrases = phrases[:args.max_phrases]
+    held_out = {normalise(de) for de, _ in corpus.valid + corpus.test}
+    checksums, source, extras = dict(corpus.checksums), corpus.source, []
+    for directory in args.extra_parallel:
+        paths = [directory / f"train.{lang}" for lang in ("de", "en")]
+        extra = [pair for pair in read_pairs(*paths) if normalise(pair[0]) not in held_out]
+        extras += extra
+        checksums.update({f"{directory.name}/{path.name}": file_sha256(path) for path in paths})
+        source += f" + {len(extra)} pairs from {directory}"
     if args.dry_run:
         return ParallelCorpus(corpus.train[:1500], corpus.valid[:24], corpus.test[:24],
-                              corpus.source + " (dry-run subset)", phrases[:500],
-                              corpus.checksums, corpus.split_rule)
-    return ParallelCorpus(corpus.train, corpus.valid, corpus.test, corpus.source, phrases,
-                          corpus.checksums, corpus.split_rule)
+                              source + " (dry-run subset)", phrases[:500] + extras[:100],
+                              checksums, corpus.split_rule)
+    return ParallelCorpus(corpus.train, corpus.valid, corpus.test, source, phrases + extras,
+                          checksums, corpus.split_rule)
 
 
 def encode_pairs(processor: Any, pairs: Sequence[Pair], max_len: int, alpha: float = 0.0,
@@ -253,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                   training_set if args.subword_alpha > 0 else None)
         stages.append({"command": command, "checkpoints": [first, len(history)],
                        "max_phrases": args.max_phrases, "sentence_copies": args.sentence_copies,
+                       "extra_parallel": [str(d) for d in args.extra_parallel],
                        "dropout": model.init_args["dropout"], "word_dropout": args.word_dropout,
                        "subword_alpha": args.subword_alpha,
                        "train_pairs": len(train_pairs), "train_target_tokens": train_tokens,
