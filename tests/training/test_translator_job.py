@@ -275,14 +275,18 @@ def test_word_dropout_only_touches_real_source_tokens() -> None:
 def test_resumed_stage_can_regularise_harder(dry_run: tuple[Path, Path, dict[str, Any]],
                                              tmp_path: Path) -> None:
     _, first_run, _ = dry_run
-    run_dir = tmp_path / "run"
+    run_dir, extra = tmp_path / "run", tmp_path / "extra"
     shutil.copytree(first_run, run_dir)
+    extra.mkdir()
+    (extra / "train.de").write_text("Das Haus ist rot.\n")
+    (extra / "train.en").write_text("The house is red.\n")
     card = train.main(["--dry-run", "--synthetic", "--resume", "--run-dir", str(run_dir),
                        "--out-dir", str(tmp_path / "models"), "--threads", "1", "--device",
                        "cpu", "--quiet", "--dropout", "0.4", "--word-dropout", "0.2",
-                       "--subword-alpha", "0.5"])
+                       "--subword-alpha", "0.5", "--extra-parallel", str(extra)])
     stage = card["training"]["stages"][-1]
     assert (stage["dropout"], stage["word_dropout"], stage["subword_alpha"]) == (0.4, 0.2, 0.5)
+    assert stage["extra_parallel"] == [str(extra)]
     last = load_checkpoint(run_dir / "checkpoints" / f"checkpoint_{stage['checkpoints'][1]:03d}.pt")
     assert last.model_args["dropout"] == 0.4
     model = build_model(last, Seq2Seq)

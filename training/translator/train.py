@@ -193,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.run_dir = args.run_dir or Path("runs") / NAME
     if args.dropout is None and not (args.resume or args.publish_only):
         args.dropout = 0.2
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    # Plain values only: checkpoints are read back with torch.load(weights_only=True).
+    config = {k: [str(p) for p in v] if k == "extra_parallel" else str(v) if isinstance(v, Path)
+              else v for k, v in vars(args).items()}
     command = command_line("training.translator", list(argv if argv is not None else sys.argv[1:]))
     if args.lr is None and not args.resume:
         args.lr = 1e-3
