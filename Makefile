@@ -7,7 +7,7 @@ PROTO_OUT := services/proto
 PROTO_STAMP := $(PROTO_OUT)/grpc_service_pb2.py
 EXTRAS ?= cpu,train,dev
 
-.PHONY: help deps venv protos data data-ding train train-mlp train-cnn train-gan train-translator up test typecheck test-unit test-integration bench clean
+.PHONY: help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up test typecheck test-unit test-integration bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -34,6 +34,9 @@ data: $(STAMP)  ## download MNIST (checksummed) into data/mnist
 
 data-ding: $(STAMP)  ## fetch the Ding German-English dictionary (apt-get download trans-de-en) into data/ding
 	$(PY) -m training.data.ding
+
+data-gettext: $(STAMP)  ## German-English pairs from Debian's gettext catalogs into data/gettext (for --extra-parallel)
+	$(PY) -m training.data.gettext --out data/gettext
 
 train-mlp: $(STAMP) data  ## train the MNIST MLP, export it to models/mnist_mlp
 	$(PY) -m training.mnist_mlp
