@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from training.data import gettext
+from training.data import debian, gettext
 from training.translator import train
 
 
@@ -105,3 +108,40 @@ def test_extra_parallel_pairs_are_training_only(tmp_path: Path) -> None:
     assert all(en != "a copy of a validation sentence" for _, en in corpus.extra_train)
     assert corpus.valid == base.valid and corpus.test == base.test and corpus.train == base.train
     assert f"{tmp_path.name}/train.de" in corpus.checksums and "1 pairs from" in corpus.source
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian)")
+def test_fetch_builds_from_real_debs_through_apt_get(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in `apt-get` serves a package built with dpkg-deb, but only after
+    `apt-get update` (a fresh machine's first download fails); a missing package is skipped."""
+    tree = tmp_path / "tree"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN" / "control").write_text(
+        "Package: app\nVersion: 1.0\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        "Description: test\n")
+    catalog = tree / "usr/share/locale/de/LC_MESSAGES"
+    catalog.mkdir(parents=True)
+    (catalog / "app.mo").write_bytes(make_mo(ENTRIES))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["dpkg-deb", "--build", str(tree), str(repo / "app_1.0_all.deb")], check=True,
+                   capture_output=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f"""#!/bin/sh
+case "$1" in
+  update) touch "{tmp_path}/updated" ;;
+  download)
+    if [ -f "{tmp_path}/updated" ] && [ -f "{repo}/$2_1.0_all.deb" ]; then
+      cp "{repo}/$2_1.0_all.deb" . ; else echo "E: Unable to locate package $2" >&2; exit 100; fi ;;
+esac
+""")
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    record = gettext.build(tmp_path / "out", ["app", "missing"], quiet=True)
+    assert list(record["packages"]) == ["app_1.0_all.deb"]  # type: ignore[call-overload]
+    assert record["pairs"] == len(EXPECTED) and (tmp_path / "updated").exists()
+    assert not (tmp_path / "out" / "unpacked").exists()  # only the .debs and the pairs stay
+    with pytest.raises(RuntimeError, match="Unable to locate package missing"):
+        debian.download("missing", tmp_path / "elsewhere")

@@ -36,11 +36,11 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from training.data import debian
 from training.data.parallel import Pair, ParallelCorpus, file_sha256
 
 PACKAGE = "trans-de-en"
@@ -133,10 +133,6 @@ def split_sentences(sentences: Sequence[Pair], phrases: Sequence[Pair],
                           checksums=dict(checksums or {}), split_rule=SPLIT_RULE)
 
 
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-
-
 def fetch_ding(cache: Path) -> tuple[Path, dict[str, str]]:
     """Make sure `<cache>/de-en` exists; return it and the checksums of the
     .deb it came from and of the file itself."""
@@ -144,23 +140,10 @@ def fetch_ding(cache: Path) -> tuple[Path, dict[str, str]]:
     target, record = cache / "de-en", cache / "source.json"
     if target.is_file() and record.is_file():
         return target, json.loads(record.read_text())
-    debs = sorted(cache.glob(f"{PACKAGE}_*.deb"))
-    if not debs:
-        for attempt in ("download", "update-then-download"):
-            if attempt == "update-then-download":
-                _run(["apt-get", "update"], cache)
-            done = _run(["apt-get", "download", PACKAGE], cache)
-            debs = sorted(cache.glob(f"{PACKAGE}_*.deb"))
-            if debs:
-                break
-        if not debs:
-            raise RuntimeError(f"apt-get download {PACKAGE} failed: {done.stderr.strip()}")
-    deb = debs[-1].resolve()
-    unpacked = (cache / "unpacked").resolve()
+    deb = debian.download(PACKAGE, cache)
+    unpacked = cache / "unpacked"
     shutil.rmtree(unpacked, ignore_errors=True)
-    done = _run(["dpkg", "-x", str(deb), str(unpacked)], cache)
-    if done.returncode != 0:
-        raise RuntimeError(f"dpkg -x {deb} failed: {done.stderr.strip()}")
+    debian.unpack(deb, unpacked)
     shutil.copyfile(unpacked / DICT_MEMBER, target)
     shutil.rmtree(unpacked)
     checksums = {deb.name: file_sha256(deb), "de-en": file_sha256(target)}

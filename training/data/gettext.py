@@ -29,12 +29,12 @@ import json
 import re
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from training.data import debian
 from training.data.parallel import Pair, file_sha256
 
 # Debian 12 packages with large German catalogs: office, graphics, mail, media, desktop and
@@ -113,35 +113,20 @@ def find_catalogs(root: Path, locale: str = "de") -> list[Path]:
     return sorted(found)
 
 
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-
-
 def fetch_packages(cache: Path, packages: Sequence[str], quiet: bool = False
                    ) -> tuple[Path, dict[str, str]]:
     """Download and unpack `packages` under `cache`; return the unpacked root and
-    {deb file name: sha256}. Packages apt cannot find are reported and skipped."""
-    debs_dir, root = cache / "debs", cache / "unpacked"
-    debs_dir.mkdir(parents=True, exist_ok=True)
+    {deb file name: sha256}. Packages apt cannot fetch are reported and skipped."""
+    root = cache / "unpacked"
     shutil.rmtree(root, ignore_errors=True)
     checksums: dict[str, str] = {}
-    updated = False
     for package in tqdm(packages, desc="packages", unit="pkg", disable=quiet):
-        debs = sorted(debs_dir.glob(f"{package}_*.deb"))
-        if not debs:
-            done = _run(["apt-get", "download", package], debs_dir)
-            if done.returncode != 0 and not updated:
-                _run(["apt-get", "update"], debs_dir)
-                updated = True
-                done = _run(["apt-get", "download", package], debs_dir)
-            debs = sorted(debs_dir.glob(f"{package}_*.deb"))
-            if not debs:
-                tqdm.write(f"skipped {package}: {done.stderr.strip() or 'not downloaded'}")
-                continue
-        deb = debs[-1]
-        done = _run(["dpkg", "-x", str(deb.resolve()), str(root.resolve())], cache)
-        if done.returncode != 0:
-            raise RuntimeError(f"dpkg -x {deb} failed: {done.stderr.strip()}")
+        try:
+            deb = debian.download(package, cache / "debs")
+        except RuntimeError as error:
+            tqdm.write(f"skipped {package}: {error}")
+            continue
+        debian.unpack(deb, root)
         checksums[deb.name] = file_sha256(deb)
     return root, checksums
 

@@ -74,7 +74,8 @@ class Plateau:
 
     def restart(self, lr: float) -> None:
         """A rate set by hand (--lr on --resume) gets --lr-patience checkpoints of its own
-        before it halves; the best so far and --patience's count carry on."""
+        before it halves; the best so far and the count since it carry on (--patience
+        itself is counted within the stage, see out_of_patience)."""
         self.lr, self.since_drop = lr, 0
 
 
@@ -163,12 +164,10 @@ def fit(args: argparse.Namespace, model: Seq2Seq, device: torch.device,
         window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
         return metrics
 
-    first_epoch = True
     while not stop_reason:
         epoch += 1
-        if resample is not None and not first_epoch:
+        if resample is not None and epoch > state.epoch + 1:  # the first epoch has its pairs
             train_pairs, batches = resample()
-        first_epoch = False
         for batch in epoch_batches(train_pairs, batches, generator):
             model.train()
             if args.word_dropout > 0:
