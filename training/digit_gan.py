@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.common.card import command_line, write_card
+from training.common.card import command_line, plain_config, write_card
 from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.common.export import export_and_verify
 from training.common.judge import Judge, agreement, frechet_distance
@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.run_dir = args.run_dir or scratch / "run"
     args.out_dir = args.out_dir or Path("models")
     args.run_dir = args.run_dir or Path("runs") / NAME
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    config = plain_config(args)
     command = command_line("training.digit_gan", argv if argv is not None else sys.argv[1:])
 
     set_threads(args.threads)

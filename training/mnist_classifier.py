@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from training.common.card import command_line, write_card
+from training.common.card import command_line, plain_config, write_card
 from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.common.distributed import Dist, setup, unwrap
 from training.common.export import DEFAULT_OPSET, WithSoftmax, export_and_verify
@@ -196,7 +196,7 @@ def main(job: ClassifierJob, argv: Sequence[str] | None = None) -> dict[str, Any
             args.run_dir = args.run_dir or scratch / "run"
     args.out_dir = args.out_dir or Path("models")
     args.run_dir = args.run_dir or Path("runs") / job.name
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    config = plain_config(args)
     command = command_line(job.module, argv if argv is not None else sys.argv[1:])
 
     set_threads(args.threads)

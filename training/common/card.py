@@ -7,6 +7,7 @@ and library versions).
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shlex
@@ -21,6 +22,17 @@ REQUIRED_FIELDS = (
     "training", "metrics", "export", "command",
 )
 _PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy")
+
+
+def plain_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed flags with paths (also inside lists) as strings: a job's `config`, kept in
+    its card and its checkpoints, which torch.load(weights_only=True) reads back."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {k: plain(v) for k, v in vars(args).items()}
 
 
 def command_line(module: str, argv: Sequence[str]) -> str:

@@ -16,10 +16,11 @@ training data with `--extra-parallel data/gettext`.
 
 Cleaning keeps messages a translator can learn from: keyboard mnemonics
 (`_File`, `&File`, `~File`) are removed; messages with format placeholders
-(`%s`, `{0}`, `$VAR`), markup, `|` contexts ("Persian month|Dey"), line breaks, escapes or addresses are
-dropped, as are untranslated ones (German equal to English) and messages
-of more than --max-words words. Plural entries give their singular form;
-message contexts are dropped. Pairs are deduplicated.
+(`%s`, `{0}`, `$VAR`), markup, `|` contexts ("Persian month|Dey"), line
+breaks, escapes or addresses are dropped, as are untranslated ones (German
+equal to English) and messages of more than --max-words words. Plural
+entries give their singular form; message contexts are dropped. Pairs are
+deduplicated.
 """
 
 from __future__ import annotations

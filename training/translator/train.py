@@ -34,7 +34,7 @@ import sentencepiece as spm
 import torch
 
 from services.translation import Translator, sha256_of
-from training.common.card import command_line
+from training.common.card import command_line, plain_config
 from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.common.runtime import pick_device, seed_everything, set_threads
 from training.data.ding import load_ding, normalise
@@ -193,9 +193,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.run_dir = args.run_dir or Path("runs") / NAME
     if args.dropout is None and not (args.resume or args.publish_only):
         args.dropout = 0.2
-    # Plain values only: checkpoints are read back with torch.load(weights_only=True).
-    config = {k: [str(p) for p in v] if k == "extra_parallel" else str(v) if isinstance(v, Path)
-              else v for k, v in vars(args).items()}
+    config = plain_config(args)
     command = command_line("training.translator", list(argv if argv is not None else sys.argv[1:]))
     if args.lr is None and not args.resume:
         args.lr = 1e-3
