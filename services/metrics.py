@@ -55,6 +55,11 @@ class Metrics:
             "Replies that arrived after their request had ended (late or duplicate).",
             registry=r,
         )
+        self.expired = Counter(
+            "tensorgate_expired_requests_total",
+            "Requests dropped unrun by a replica because their deadline had passed in the queue.",
+            ["model"], registry=r,
+        )
         self.dead_letters = Counter(
             "tensorgate_dead_letters_total",
             "Entries moved to the dead-letter stream after too many deliveries.",

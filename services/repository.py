@@ -58,6 +58,7 @@ class ModelSpec:
     default_timeout_s: float  # 0 = none set
     allow_timeout_override: bool
     parameters: dict[str, str] = field(default_factory=dict)
+    instance_count: int = 1  # parallel model instances (Triton's instance_group counts, summed)
 
     def input(self, name: str) -> TensorSpec | None:
         return next((t for t in self.inputs if t.name == name), None)
@@ -124,6 +125,7 @@ def load_spec(model_dir: Path, version: str = "") -> ModelSpec:
         default_timeout_s=policy.default_timeout_microseconds / 1e6,
         allow_timeout_override=policy.allow_timeout_override or not policy.default_timeout_microseconds,
         parameters={k: v.string_value for k, v in config.parameters.items()},
+        instance_count=max(1, sum(g.count or 1 for g in config.instance_group)),
     )
 
 

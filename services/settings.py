@@ -61,8 +61,14 @@ class ModelServiceSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDAExecutionProvider when ONNX Runtime offers it, else CPU."
     )
-    intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0: ONNX Runtime decides).")
+    intra_op_threads: int = Field(
+        0, description="ONNX Runtime intra-op threads per session (0: half the cores this process may use, 1 to 8)."
+    )
     inter_op_threads: int = Field(1, description="ONNX Runtime inter-op threads.")
+    ort_spinning: bool = Field(
+        False, description="Let ONNX Runtime's pool threads busy-wait between calls (lower latency on a machine "
+        "the model service has to itself; burns a core otherwise)."
+    )
     redis_timeout_s: float = Field(5.0, description="Timeout of every non-blocking Redis command.")
     idle_block_ms: int = Field(1000, description="How long one XREADGROUP waits for work when the queue is empty.")
     claim_idle_ms: int = Field(30_000, description="Entries pending this long on another replica are taken over (XAUTOCLAIM).")

@@ -10,16 +10,16 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter, defaultdict
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.coalesce import Coalescer
 from services.errors import DeadlineExceeded, QueueFull, Unavailable, from_status
+from services.grpc.handlers import InferCall
 from services.grpc.statistics import duration_fields
 from services.metrics import Metrics
-from services.proto import grpc_service_pb2 as pb
 from services.queue import streams
+from services.queue.counters import StatisticsBuffer, read_statistics
 from services.queue.messages import ReplyEntry, RequestEntry
 from services.repository import ModelSpec
 from services.settings import GatewaySettings
@@ -28,8 +28,9 @@ from services.validation import ValidRequest
 log = logging.getLogger(__name__)
 
 READY_CACHE_S = 0.5  # replica heartbeats are read at most this often per model
-STATS_FLUSH_S = 0.25  # this gateway's success/fail counters reach Redis this often (and before every read)
 REPLY_BLOCK_MS = 1000
+
+Submission = tuple[ModelSpec, RequestEntry]
 
 
 class QueueBackend:
@@ -41,25 +42,27 @@ class QueueBackend:
         # The reply reader blocks; its own connection's timeout outlasts the block.
         self._reply_redis = streams.connect(settings.redis_url, settings.redis_timeout_s + REPLY_BLOCK_MS / 1000)
         self._producer = streams.RequestProducer(self._redis)
+        # Requests that arrive together reach Redis in one script call per model.
+        self._enqueues: Coalescer[Submission, bool] = Coalescer(self._enqueue_together)
         self._replies = streams.ReplyReader(self._reply_redis, settings.gateway_id)
         self._waiting: dict[str, asyncio.Future[ReplyEntry]] = {}
         self._ready: dict[str, tuple[float, bool]] = {}
-        self._unflushed: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._statistics = StatisticsBuffer(self._redis)
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
     async def start(self) -> None:
         await self._redis.ping()
-        self._tasks = [asyncio.create_task(self._read_replies()), asyncio.create_task(self._flush_periodically())]
+        self._tasks = [asyncio.create_task(self._read_replies()), asyncio.create_task(self._statistics.run())]
 
     async def stop(self) -> None:
         # The flag, not only the cancel, ends the loops: a cancel that lands inside a redis-py
         # read can come back as a timeout error, which the loops would retry forever.
         self._closing = True
+        await self._statistics.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks, timeout=self._settings.redis_timeout_s + REPLY_BLOCK_MS / 1000)
-        await self._flush_statistics()
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(Unavailable("gateway is shutting down"))
@@ -98,12 +101,10 @@ class QueueBackend:
         return ready
 
     # -- inference ------------------------------------------------------------------
-    async def infer(
-        self, spec: ModelSpec, request: pb.ModelInferRequest, valid: ValidRequest, deadline: float
-    ) -> pb.ModelInferResponse:
+    async def infer(self, spec: ModelSpec, call: InferCall, valid: ValidRequest, deadline: float) -> bytes:
         started = time.perf_counter_ns()
         try:
-            reply = await self._submit(spec, request, deadline)
+            reply = await self._submit(spec, call.raw, deadline)
         except Exception:
             self._count(spec, "fail", started)
             raise
@@ -111,18 +112,19 @@ class QueueBackend:
             self._count(spec, "fail", started)
             raise from_status(reply.code, reply.message)
         self._count(spec, "success", started)
-        return pb.ModelInferResponse.FromString(reply.payload)
+        return reply.payload
 
-    async def _submit(self, spec: ModelSpec, request: pb.ModelInferRequest, deadline: float) -> ReplyEntry:
+    async def _submit(self, spec: ModelSpec, payload: bytes, deadline: float) -> ReplyEntry:
+        """Queue the request exactly as the client sent it (validated, never re-serialised)."""
         if not await self._has_replica(spec):
             raise Unavailable(f"model '{spec.name}' has no ready replica")
         request_id = uuid.uuid4().hex
-        entry = RequestEntry(request_id, self._replies.stream, deadline, time.time(), request.SerializeToString())
+        entry = RequestEntry(request_id, self._replies.stream, deadline, time.time(), payload)
         future: asyncio.Future[ReplyEntry] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
             try:
-                accepted = await self._producer.enqueue(spec.name, entry, spec.max_queue_size)
+                accepted = await self._enqueues.submit((spec, entry))
             except (RedisError, TimeoutError) as err:
                 raise Unavailable(f"the queue of model '{spec.name}' cannot be reached") from err
             if not accepted:
@@ -134,24 +136,22 @@ class QueueBackend:
         finally:
             self._waiting.pop(request_id, None)
 
+    async def _enqueue_together(self, submissions: list[Submission]) -> list[bool]:
+        """One script call per model for everything submitted together; results in order."""
+        by_model: dict[str, list[int]] = {}
+        for i, (spec, _) in enumerate(submissions):
+            by_model.setdefault(spec.name, []).append(i)
+        calls = [self._producer.enqueue(name, [submissions[i][1] for i in members], submissions[members[0]][0].max_queue_size)
+                 for name, members in by_model.items()]
+        accepted = [False] * len(submissions)
+        for members, flags in zip(by_model.values(), await asyncio.gather(*calls)):
+            for i, flag in zip(members, flags):
+                accepted[i] = flag
+        return accepted
+
     def _count(self, spec: ModelSpec, outcome: str, started_ns: int) -> None:
-        """Add to this gateway's unflushed statistics (no Redis round trip on the request path)."""
-        self._unflushed[spec.name].update(duration_fields(outcome, 1, time.perf_counter_ns() - started_ns))
-
-    async def _flush_statistics(self) -> None:
-        """Move this gateway's counters into the shared statistics hashes."""
-        unflushed, self._unflushed = self._unflushed, defaultdict(Counter)
-        for model, counters in unflushed.items():
-            try:
-                await streams.add_statistics(self._redis, model, counters)
-            except (RedisError, TimeoutError) as err:
-                log.warning("statistics not recorded yet (%s); will retry", err)
-                self._unflushed[model].update(counters)
-
-    async def _flush_periodically(self) -> None:
-        while not self._closing:
-            await asyncio.sleep(STATS_FLUSH_S)
-            await self._flush_statistics()
+        """Add to this gateway's statistics buffer (no Redis round trip on the request path)."""
+        self._statistics.add(spec.name, duration_fields(outcome, 1, time.perf_counter_ns() - started_ns), inference=False)
 
     async def _read_replies(self) -> None:
         while not self._closing:
@@ -161,21 +161,16 @@ class QueueBackend:
                 log.warning("reading replies failed (%s); retrying", err)
                 await asyncio.sleep(0.5)
                 continue
-            for _, reply in replies:
+            for reply in replies:
                 future = self._waiting.get(reply.request_id)
                 if future is None or future.done():
                     self._metrics.dropped_replies.inc()
                 else:
                     future.set_result(reply)
-            if replies:  # after the waiting calls resume: the delete is off their path
-                try:
-                    await self._replies.delete([entry_id for entry_id, _ in replies])
-                except (RedisError, TimeoutError) as err:
-                    log.warning("could not delete read replies: %s", err)
 
     async def statistics(self, spec: ModelSpec) -> dict[str, int]:
-        await self._flush_statistics()
+        await self._statistics.flush()
         try:
-            return await streams.read_statistics(self._redis, spec.name)
+            return await read_statistics(self._redis, spec.name)
         except RedisError as err:
             raise Unavailable("statistics store cannot be reached") from err

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.proto import grpc_service_pb2 as pb
+from services.grpc.handlers import InferCall
 from services.repository import ModelSpec
 from services.validation import ValidRequest
 
@@ -20,10 +20,9 @@ class Backend(Protocol):
 
     async def model_ready(self, spec: ModelSpec) -> bool: ...
 
-    async def infer(
-        self, spec: ModelSpec, request: pb.ModelInferRequest, valid: ValidRequest, deadline: float
-    ) -> pb.ModelInferResponse:
-        """Run one validated request; `deadline` is absolute unix time. Raises TensorgateError."""
+    async def infer(self, spec: ModelSpec, call: InferCall, valid: ValidRequest, deadline: float) -> bytes:
+        """Run one validated request; `deadline` is absolute unix time. Returns the serialised
+        ModelInferResponse (its `id` the request's). Raises TensorgateError."""
         ...
 
     async def statistics(self, spec: ModelSpec) -> dict[str, int]:

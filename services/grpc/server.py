@@ -9,6 +9,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.grpc.auth import ApiKeyInterceptor
+from services.grpc.handlers import add_inference_service
 from services.proto import grpc_service_pb2, grpc_service_pb2_grpc
 
 KSERVE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -30,7 +31,7 @@ class GrpcServer:
             interceptors=[ApiKeyInterceptor(api_keys)] if api_keys else None,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
         )
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.server)
+        add_inference_service(servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -17,6 +17,7 @@ from services import __version__
 from services.errors import INTERNAL_MESSAGE, InvalidArgument, ModelNotFound, TensorgateError
 from services.grpc import statistics
 from services.grpc.backend import Backend
+from services.grpc.handlers import InferCall, stream_response
 from services.metrics import Metrics
 from services.proto import grpc_service_pb2 as pb
 from services.proto import grpc_service_pb2_grpc
@@ -147,18 +148,17 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
     # -- inference ----------------------------------------------------------------
-    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
-        """One inference with its metrics; raises TensorgateError."""
+    async def _infer(self, call: InferCall, context: grpc.aio.ServicerContext) -> bytes:
+        """One inference with its metrics: the serialised ModelInferResponse; raises TensorgateError."""
         started = time.perf_counter()
+        request = call.request
         model = request.model_name if request.model_name in self._backend.specs else "unknown"
         gauge = self._metrics.pending_requests.labels(model)
         gauge.inc()
         try:
             spec = self._spec(request.model_name, request.model_version)
             valid = validate(spec, request)
-            response = await self._backend.infer(spec, request, valid, self._deadline(spec, request, context))
-            if not response.id:
-                response.id = request.id
+            response = await self._backend.infer(spec, call, valid, self._deadline(spec, request, context))
             self._metrics.requests.labels(model, "success").inc()
             return response
         except TensorgateError as err:
@@ -172,19 +172,20 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             self._metrics.request_duration.labels(model).observe(time.perf_counter() - started)
 
     @_rpc
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
-        return await self._infer(request, context)
+    async def ModelInfer(self, call: InferCall, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._infer(call, context)
 
     async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self, calls: AsyncIterator[InferCall], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes | pb.ModelStreamInferResponse]:
         """Requests on one stream run concurrently; each answer (or its error) is sent as it
         completes, matched by the request's `id`, as Triton does."""
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        answers: asyncio.Queue[bytes | pb.ModelStreamInferResponse | None] = asyncio.Queue()
 
-        async def one(request: pb.ModelInferRequest) -> None:
+        async def one(call: InferCall) -> None:
+            request = call.request
             try:
-                answers.put_nowait(pb.ModelStreamInferResponse(infer_response=await self._infer(request, context)))
+                answers.put_nowait(stream_response(await self._infer(call, context)))
             except TensorgateError as err:
                 answers.put_nowait(
                     pb.ModelStreamInferResponse(
@@ -205,8 +206,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         async def read_all() -> None:
             tasks: set[asyncio.Task[None]] = set()
             try:
-                async for request in request_iterator:
-                    task = asyncio.create_task(one(request))
+                async for call in calls:
+                    task = asyncio.create_task(one(call))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:

@@ -13,9 +13,10 @@ from services.grpc.server import GrpcServer
 from services.grpc.servicer import InferenceServicer
 from services.metrics import Metrics
 from services.modelservice.backend import DirectBackend
-from services.modelservice.runner import load_model
+from services.modelservice.runners import load_model
 from services.modelservice.worker import Worker
 from services.queue import streams
+from services.queue.counters import StatisticsBuffer
 from services.repository import load_spec
 from services.settings import ModelServiceSettings
 
@@ -27,27 +28,31 @@ class ModelServiceApp:
         self.settings = settings
         self.spec = load_spec(Path(settings.model_repository) / settings.name, settings.version)
         self.metrics = Metrics()
-        # One thread: ONNX Runtime parallelises inside a call; batches run one after another.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{settings.name}")
+        # One thread per model instance: ONNX Runtime parallelises inside a call, and up to
+        # `instance_count` batches run at once, each on its own session.
+        self.executor = ThreadPoolExecutor(max_workers=self.spec.instance_count, thread_name_prefix=f"ort-{settings.name}")
         self.model = load_model(self.spec, settings)
         self.metrics.execution_provider.labels(self.spec.name, self.model.provider).set(1)
         # Blocking reads wait idle_block_ms, so the socket timeout must outlast them.
         timeout = settings.redis_timeout_s + settings.idle_block_ms / 1000
         self.redis = streams.connect(settings.redis_url, timeout)
-        self.backend = DirectBackend(self.spec, self.model, self.redis, self.executor)
+        self.statistics = StatisticsBuffer(self.redis)
+        self.backend = DirectBackend(self.spec, self.model, self.redis, self.executor, self.statistics)
         servicer = InferenceServicer(self.backend, self.metrics, default_timeout_s=self.spec.default_timeout_s or 30.0,
                                      server_name=f"tensorgate-model-{self.spec.name}")
         self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb)
         consumer = streams.RequestConsumer(self.redis, self.spec.name, settings.consumer)
-        self.worker = Worker(self.spec, self.model, consumer, self.metrics, settings, self.executor)
+        self.worker = Worker(self.spec, self.model, consumer, self.metrics, settings, self.executor, self.statistics)
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._statistics_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.model.warmup)
         await self.redis.ping()
         self._metrics_server = self.metrics.serve(self.settings.metrics_port, self.settings.host)
         await self.grpc.start()
+        self._statistics_task = asyncio.create_task(self.statistics.run())
         self._worker_task = asyncio.create_task(self.worker.run())
         self.backend.ready = True
         await self.grpc.set_serving(True)
@@ -68,7 +73,11 @@ class ModelServiceApp:
                 log.warning("worker did not drain within %.1fs; its entries stay pending for other replicas",
                             self.settings.drain_s + self.settings.grace_s)
         await self.grpc.stop(self.settings.grace_s)
+        await self.statistics.close()
+        if self._statistics_task is not None:
+            await self._statistics_task
         await self.redis.aclose()
         if self._metrics_server is not None:
             self._metrics_server[0].shutdown()
         self.executor.shutdown(wait=True)
+        self.model.close()

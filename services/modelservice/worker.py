@@ -1,7 +1,13 @@
-"""The replica's loop: read the model's stream through the consumer group, form a dynamic
-batch, drop what expired, run the batch off the event loop, reply + ACK in one pipeline.
+"""The replica's loop: read the model's stream through the consumer group, admit, run, answer.
 
-While batch N runs in the executor, batch N+1 is being collected.
+- A batch runner (`Model`): form a dynamic batch by the policy (blocking in Redis while idle,
+  waiting inside the window only when the estimator says requests will come), drop what
+  expired, run the batch off the event loop, reply + ACK in one pipeline. While a batch runs,
+  the next one is collected; up to `instance_count` batches run at once.
+- A continuous runner (`ContinuousModel`): hand each request to the runner as long as it has
+  room; each is answered when it is done, replies that finish together share one pipeline.
+
+Statistics are added up in the process and flushed on a timer (services.queue.counters).
 """
 
 from __future__ import annotations
@@ -10,20 +16,23 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
+from services.coalesce import Coalescer
 from services.errors import DeadlineExceeded, InternalError, InvalidArgument, TensorgateError, status_value
 from services.grpc.statistics import execution_fields
 from services.metrics import Metrics
-from services.modelservice.batching import BatchPolicy
-from services.modelservice.runner import Model
+from services.modelservice.batching import BatchPolicy, WaitEstimator
+from services.modelservice.runners import ContinuousModel, Model
 from services.proto import grpc_service_pb2 as pb
+from services.queue.counters import StatisticsBuffer
 from services.queue.messages import ReplyEntry, RequestEntry
 from services.queue.streams import Delivery, RequestConsumer
 from services.repository import ModelSpec
@@ -33,8 +42,9 @@ from services.validation import ValidRequest, validate
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.0005  # how often the stream is polled while a batch waits for more requests
 DRAIN_BLOCK_MS = 100  # blocking reads while draining, so the drain ends on time
+
+Reply = tuple[str, ReplyEntry]  # (reply stream, reply)
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class Job:
     valid: ValidRequest
 
 
-def _error_reply(entry: RequestEntry, err: TensorgateError) -> tuple[str, ReplyEntry]:
+def _error_reply(entry: RequestEntry, err: TensorgateError) -> Reply:
     return entry.reply_to, ReplyEntry(entry.request_id, status_value(err), str(err))
 
 
@@ -60,6 +70,7 @@ class Worker:
         metrics: Metrics,
         settings: ModelServiceSettings,
         executor: Executor,
+        statistics: StatisticsBuffer,
     ) -> None:
         self.spec = spec
         self.model = model
@@ -67,35 +78,62 @@ class Worker:
         self.metrics = metrics
         self.settings = settings
         self.executor = executor
+        self.statistics = statistics
         self.policy = BatchPolicy.from_spec(spec)
+        self.estimator = WaitEstimator()
+        self._pending = metrics.pending_requests.labels(spec.name)
         self._backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
+        self._answers: Coalescer[tuple[bytes, Reply], None] = Coalescer(self._finish_together)
         self._stopping = asyncio.Event()
         self._stop_time = 0.0
         self._background: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         await self.consumer.ensure_group()
         self._background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._reclaims())]
-        inflight: asyncio.Task[None] | None = None
         try:
-            while not self._drained() or self._backlog:
-                try:
-                    jobs = await self._collect()
-                except RedisError as err:
-                    log.warning("redis read failed (%s); retrying", err)
-                    await asyncio.sleep(1.0)
-                    await self._recreate_group(err)
-                    continue
-                if not jobs:
-                    continue
-                if inflight is not None:
-                    await inflight
-                inflight = asyncio.create_task(self._process(jobs))
-            if inflight is not None:
-                await inflight
+            if isinstance(self.model, ContinuousModel):
+                await self._run_continuous(self.model)
+            else:
+                await self._run_batches()
+            if self._running:
+                await asyncio.wait(self._running)
         finally:
             await self._leave()
+
+    async def _run_batches(self) -> None:
+        instances = self.spec.instance_count
+        while not self._drained() or self._backlog:
+            jobs = await self._read_or_retry(self._collect)
+            if not jobs:
+                continue
+            while len(self._running) >= instances:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            self._spawn(self._process(jobs))
+
+    async def _run_continuous(self, model: ContinuousModel) -> None:
+        while not self._drained() or self._backlog:
+            if model.room() <= 0:
+                await model.wait_for_room()
+            jobs = await self._read_or_retry(lambda: self._read_jobs(model.room()))
+            for job in jobs:
+                self._spawn(self._answer_one(model, job))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _read_or_retry(self, read: Callable[[], Awaitable[list[Job]]]) -> list[Job]:
+        try:
+            return await read()
+        except RedisError as err:
+            log.warning("redis read failed (%s); retrying", err)
+            await asyncio.sleep(1.0)
+            await self._recreate_group(err)
+            return []
 
     async def _leave(self) -> None:
         """Stop heartbeats and reclaiming, and drop out of the replica set at once, so gateways
@@ -156,24 +194,24 @@ class Worker:
             except RedisError as err:
                 log.warning("reclaim failed: %s", err)
 
-    # -- batching -------------------------------------------------------------------
+    # -- reading and batching -----------------------------------------------------------
+    def _block_ms(self) -> int:
+        return DRAIN_BLOCK_MS if self._stopping.is_set() else self.settings.idle_block_ms
+
+    async def _read_jobs(self, count: int) -> list[Job]:
+        """The backlog, else new entries (blocking in Redis while there are none), admitted."""
+        deliveries = self._take_backlog(count)
+        if not deliveries and not self._drained():
+            deliveries = await self.consumer.read(count, self._block_ms())
+        return await self._accept(deliveries)
+
     async def _collect(self) -> list[Job]:
         """Gather one batch by the policy; answers bad and expired entries on the way."""
         jobs: list[Job] = []
         rows = 0
+        new_jobs = await self._read_jobs(self.policy.capacity)
         started = time.monotonic()
         while True:
-            deliveries = self._take_backlog()
-            if not deliveries and not self._drained():
-                # Idle: block in Redis until work arrives. Inside the batching window, poll instead:
-                # Redis times out blocked reads only every 1/hz s (100 ms by default), far too coarse.
-                block = None if jobs else (DRAIN_BLOCK_MS if self._stopping.is_set() else self.settings.idle_block_ms)
-                deliveries = await self.consumer.read(self.policy.capacity - rows, block)
-                if jobs and not deliveries:
-                    await asyncio.sleep(min(POLL_S, self.policy.remaining_delay_s(time.monotonic() - started)))
-            if not jobs:
-                started = time.monotonic()
-            new_jobs = await self._accept(deliveries)
             overflow: list[Delivery] = []
             for job in new_jobs:
                 if not overflow and self.policy.fits(rows, job.valid.rows):
@@ -181,17 +219,30 @@ class Worker:
                     rows += job.valid.rows
                 else:
                     overflow.append(job.delivery)  # starts the next batch, in arrival order
-            self._backlog.extendleft(reversed(overflow))
-            self.metrics.pending_requests.labels(self.spec.name).dec(len(overflow))  # counted again when re-read
+            if overflow:
+                self._backlog.extendleft(reversed(overflow))
+                self._pending.dec(len(overflow))  # counted again when re-read
             if not jobs:
                 return []
             # A request that did not fit ends this batch at once; so does the end of draining.
-            if overflow or self._drained() or self.policy.ready(rows, time.monotonic() - started):
+            now = time.monotonic()
+            if overflow or self._drained() or self.policy.ready(rows, now - started):
                 return jobs
+            wait = self.estimator.plan(rows, self.policy.target(rows),
+                                       self.policy.remaining_delay_s(now - started), now)
+            if wait <= 0:
+                return jobs
+            await asyncio.sleep(wait)
+            deliveries = await self.consumer.read(self.policy.capacity - rows, None)
+            self.estimator.observe(len(deliveries), time.monotonic() - now)
+            new_jobs = await self._accept(deliveries)
 
     async def _run_reclaimed(self, jobs: list[Job]) -> None:
         """Run taken-over entries at once, in batches by the policy: left for the main loop, they
         could wait out its blocking read and look stale again."""
+        if isinstance(self.model, ContinuousModel):
+            await asyncio.gather(*(self._answer_one(self.model, job) for job in jobs))
+            return
         batch: list[Job] = []
         rows = 0
         for job in jobs:
@@ -205,6 +256,8 @@ class Worker:
 
     async def _accept(self, deliveries: Sequence[Delivery]) -> list[Job]:
         """Admit entries: answer (and ACK) the refused at once, count the rest as pending."""
+        if not deliveries:
+            return []
         jobs, refused = self._admit(deliveries)
         answered = [(d, r) for d, r in refused if r is not None]
         if answered:
@@ -212,18 +265,19 @@ class Worker:
         unanswerable = [d for d, r in refused if r is None]
         if unanswerable:  # nobody to answer: keep them for inspection
             await self.consumer.dead_letter(unanswerable, "malformed entry")
-        self.metrics.pending_requests.labels(self.spec.name).inc(len(jobs))
+        self._pending.inc(len(jobs))
         return jobs
 
-    def _take_backlog(self) -> list[Delivery]:
-        taken = list(self._backlog)
-        self._backlog.clear()
+    def _take_backlog(self, count: int) -> list[Delivery]:
+        taken: list[Delivery] = []
+        while self._backlog and len(taken) < count:
+            taken.append(self._backlog.popleft())
         return taken
 
-    def _admit(self, deliveries: Sequence[Delivery]) -> tuple[list[Job], list[tuple[Delivery, tuple[str, ReplyEntry] | None]]]:
+    def _admit(self, deliveries: Sequence[Delivery]) -> tuple[list[Job], list[tuple[Delivery, Reply | None]]]:
         """Decode and check each entry. Returns the valid jobs and (entry, reply) for the refused."""
         jobs: list[Job] = []
-        refused: list[tuple[Delivery, tuple[str, ReplyEntry] | None]] = []
+        refused: list[tuple[Delivery, Reply | None]] = []
         now = time.time()
         for d in deliveries:
             entry = d.request
@@ -234,6 +288,7 @@ class Worker:
                 continue
             try:
                 if entry.deadline < now:
+                    self.metrics.expired.labels(self.spec.name).inc()
                     raise DeadlineExceeded(f"request waited {now - entry.enqueued:.3f}s in the queue, past its deadline")
                 try:
                     request = pb.ModelInferRequest.FromString(entry.payload)
@@ -245,7 +300,7 @@ class Worker:
                 refused.append((d, _error_reply(entry, err)))
         return jobs, refused
 
-    # -- running ----------------------------------------------------------------------
+    # -- running: batches -----------------------------------------------------------------
     async def _process(self, jobs: list[Job]) -> None:
         name = self.spec.name
         started = time.time()
@@ -253,29 +308,31 @@ class Worker:
         loop = asyncio.get_running_loop()
         try:
             results, timings = await loop.run_in_executor(self.executor, self._run_batch, jobs, outputs)
-            replies = []
-            for job, part in zip(jobs, results):
-                response = build_response(name, self.spec.version, job.request.id, part)
-                replies.append((job.entry.reply_to, ReplyEntry(
-                    job.entry.request_id, 0, "", response.SerializeToString(),
-                    queue_ns=int((started - job.entry.enqueued) * 1e9), compute_ns=sum(timings),
-                )))
-            stats = self._statistics(jobs, started, timings)
+            compute_ns = sum(timings)
+            replies = [self._ok_reply(job, part, started, compute_ns) for job, part in zip(jobs, results)]
+            self.statistics.add(name, self._execution(jobs, started, timings))
             outcome = "success"
         except Exception:
             log.exception("batch of %d failed", len(jobs))
             err = InternalError("the model failed on this batch")
             replies = [_error_reply(j.entry, err) for j in jobs]
-            stats, outcome = {}, "internal"
+            outcome = "internal"
         try:
-            await self.consumer.finish([j.delivery.entry_id for j in jobs], replies, stats)
+            await self.consumer.finish([j.delivery.entry_id for j in jobs], replies)
         except RedisError as err:
             # Not acknowledged: the entries stay pending and another replica (or we) reclaim them.
             log.warning("could not write replies (%s); entries stay pending", err)
-            self.metrics.pending_requests.labels(name).dec(len(jobs))
+            self._pending.dec(len(jobs))
             return
         self.metrics.requests.labels(name, outcome).inc(len(jobs))
-        self.metrics.pending_requests.labels(name).dec(len(jobs))
+        self._pending.dec(len(jobs))
+
+    def _ok_reply(self, job: Job, outputs: dict[str, np.ndarray], started: float, compute_ns: int) -> Reply:
+        response = build_response(self.spec.name, self.spec.version, job.request.id, outputs)
+        return job.entry.reply_to, ReplyEntry(
+            job.entry.request_id, 0, "", response.SerializeToString(),
+            queue_ns=int((started - job.entry.enqueued) * 1e9), compute_ns=compute_ns,
+        )
 
     def _run_batch(self, jobs: list[Job], outputs: list[str]) -> tuple[list[dict[str, np.ndarray]], tuple[int, int, int]]:
         """Executor thread: concatenate, run, split. Returns per-job outputs and (input, infer, output) ns."""
@@ -289,14 +346,16 @@ class Worker:
             t0 = time.perf_counter_ns()
             group = [jobs[i] for i in members]
             rows = [j.valid.rows for j in group]
-            if self.policy.batching:
-                feed = {t.name: np.concatenate([j.valid.inputs[t.name] for j in group]) for t in self.spec.inputs}
-            else:
+            if not self.policy.batching:
                 feed = dict(group[0].valid.inputs)
+            elif len(group) == 1:
+                feed = group[0].valid.inputs
+            else:
+                feed = {t.name: np.concatenate([j.valid.inputs[t.name] for j in group]) for t in self.spec.inputs}
             t1 = time.perf_counter_ns()
             merged = self.model.run(feed, outputs, dict(options))
             t2 = time.perf_counter_ns()
-            if self.policy.batching:
+            if self.policy.batching and len(group) > 1:
                 parts = {k: split_rows(v, rows) for k, v in merged.items()}
                 for n, (i, j) in enumerate(zip(members, group)):
                     results[i] = {k: parts[k][n] for k in j.valid.outputs}
@@ -304,16 +363,45 @@ class Worker:
                 results[members[0]] = {k: merged[k] for k in group[0].valid.outputs}
             t3 = time.perf_counter_ns()
             spans = [spans[0] + t1 - t0, spans[1] + t2 - t1, spans[2] + t3 - t2]
-        rows = [j.valid.rows for j in jobs]
         m = self.metrics
-        m.batch_size.labels(self.spec.name).observe(sum(rows))
+        m.batch_size.labels(self.spec.name).observe(sum(j.valid.rows for j in jobs))
         m.compute_duration.labels(self.spec.name).observe(sum(spans) / 1e9)
         return results, (spans[0], spans[1], spans[2])
 
-    def _statistics(self, jobs: list[Job], started: float, timings: tuple[int, int, int]) -> dict[str, int]:
+    def _execution(self, jobs: Sequence[Job], started: float, timings: tuple[int, int, int]) -> dict[str, int]:
         queue_ns = 0
+        observe = self.metrics.queue_duration.labels(self.spec.name).observe
         for job in jobs:
             waited = max(0.0, started - job.entry.enqueued)
-            self.metrics.queue_duration.labels(self.spec.name).observe(waited)
+            observe(waited)
             queue_ns += int(waited * 1e9)
         return execution_fields(sum(j.valid.rows for j in jobs), len(jobs), timings, queue_ns)
+
+    # -- running: one request on a continuous runner ------------------------------------------
+    async def _answer_one(self, model: ContinuousModel, job: Job) -> None:
+        started = time.time()
+        t0 = time.perf_counter_ns()
+        try:
+            outputs = await model.infer(job.valid.inputs, job.valid.outputs, dict(job.valid.options), self.executor)
+            elapsed = time.perf_counter_ns() - t0
+            reply = self._ok_reply(job, outputs, started, elapsed)
+            self.statistics.add(self.spec.name, self._execution([job], started, (0, elapsed, 0)))
+            self.metrics.compute_duration.labels(self.spec.name).observe(elapsed / 1e9)
+            outcome = "success"
+        except TensorgateError as err:
+            reply, outcome = _error_reply(job.entry, err), err.reason
+        except Exception:
+            log.exception("request %s failed", job.entry.request_id)
+            reply, outcome = _error_reply(job.entry, InternalError("the model failed on this request")), "internal"
+        try:
+            await self._answers.submit((job.delivery.entry_id, reply))
+        except RedisError as err:
+            log.warning("could not write a reply (%s); the entry stays pending", err)
+        else:
+            self.metrics.requests.labels(self.spec.name, outcome).inc()
+        finally:
+            self._pending.dec()
+
+    async def _finish_together(self, answers: list[tuple[bytes, Reply]]) -> list[None]:
+        await self.consumer.finish([entry_id for entry_id, _ in answers], [reply for _, reply in answers])
+        return [None] * len(answers)

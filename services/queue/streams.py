@@ -14,23 +14,31 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from services.queue import keys
 from services.queue.messages import ReplyEntry, RequestEntry
 
-# Admission and append in one atomic step: refuse when the stream already holds
-# max_queue_size entries (queued + in a batch; acknowledged entries are deleted).
+# Admission and append in one atomic step, for any number of entries of one model: each is
+# refused (0) when the stream already holds max_queue_size entries (queued + in a batch;
+# acknowledged entries are deleted), else appended (1). ARGV: limit, then 5 fields per entry.
 _ENQUEUE = """
 local limit = tonumber(ARGV[1])
-if limit > 0 and redis.call('XLEN', KEYS[1]) >= limit then
-  return 0
+local length = redis.call('XLEN', KEYS[1])
+local added = {}
+for i = 2, #ARGV, 5 do
+  if limit > 0 and length >= limit then
+    added[#added + 1] = 0
+  else
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'reply_to', ARGV[i + 1], 'deadline', ARGV[i + 2],
+               'enqueued', ARGV[i + 3], 'payload', ARGV[i + 4])
+    length = length + 1
+    added[#added + 1] = 1
+  end
 end
-redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'reply_to', ARGV[3], 'deadline', ARGV[4],
-           'enqueued', ARGV[5], 'payload', ARGV[6])
-return 1
+return added
 """
+ENTRY_FIELDS = ("id", "reply_to", "deadline", "enqueued", "payload")
 
 REPLY_STREAM_MAXLEN = 100_000  # replies are read once by their gateway; the cap only bounds abandoned streams
 
@@ -47,36 +55,43 @@ class RequestProducer:
         self._redis = redis
         self._enqueue = redis.register_script(_ENQUEUE)
 
-    async def enqueue(self, model: str, entry: RequestEntry, max_queue_size: int) -> bool:
-        """False when the model's queue is full (nothing was added)."""
-        f = entry.to_fields()
-        added = await self._enqueue(
-            keys=[keys.request_stream(model)],
-            args=[max_queue_size, f["id"], f["reply_to"], f["deadline"], f["enqueued"], f["payload"]],
-        )
-        return bool(added)
+    async def enqueue(self, model: str, entries: Sequence[RequestEntry], max_queue_size: int) -> list[bool]:
+        """Append entries in order, in one round trip; False for each refused because the queue was full."""
+        args: list[str | bytes | int] = [max_queue_size]
+        for entry in entries:
+            fields = entry.to_fields()
+            args.extend(fields[name] for name in ENTRY_FIELDS)
+        added = await self._enqueue(keys=[keys.request_stream(model)], args=args)
+        return [bool(flag) for flag in added]
 
 
 class ReplyReader:
-    """Gateway side: read this gateway's own reply stream in order."""
+    """Gateway side: read this gateway's own reply stream in order.
+
+    Replies are read once: each read also deletes the entries the previous read returned, in the
+    same round trip (a pipeline of XDEL then the blocking XREAD)."""
 
     def __init__(self, redis: aioredis.Redis, gateway_id: str) -> None:
         self._redis = redis
         self.stream = keys.reply_stream(gateway_id)
         self._last_id = b"$"  # only replies written after start: older ones answer nobody
+        self._read_ids: list[bytes] = []
 
-    async def read(self, block_ms: int, count: int = 512) -> list[tuple[bytes, ReplyEntry]]:
-        """The next replies with their stream ids; `delete` them once handled."""
-        result: Any = await self._redis.xread({self.stream: self._last_id}, count=count, block=block_ms)
-        replies: list[tuple[bytes, ReplyEntry]] = []
-        for _stream, entries in result or []:
+    async def read(self, block_ms: int, count: int = 512) -> list[ReplyEntry]:
+        """The next replies; those of the previous call are deleted first."""
+        pipe = self._redis.pipeline(transaction=False)
+        if self._read_ids:
+            pipe.xdel(self.stream, *self._read_ids)
+        pipe.xread({self.stream: self._last_id}, count=count, block=block_ms)
+        results: Any = await pipe.execute()
+        self._read_ids = []
+        replies: list[ReplyEntry] = []
+        for _stream, entries in results[-1] or []:
             for entry_id, fields in entries:
                 self._last_id = entry_id
-                replies.append((entry_id, ReplyEntry.from_fields(fields)))
+                self._read_ids.append(entry_id)
+                replies.append(ReplyEntry.from_fields(fields))
         return replies
-
-    async def delete(self, entry_ids: Sequence[bytes]) -> None:
-        await self._redis.xdel(self.stream, *entry_ids)
 
     async def close(self) -> None:
         await self._redis.delete(self.stream)
@@ -119,21 +134,14 @@ class RequestConsumer:
         result: Any = await self._redis.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
 
-    async def finish(
-        self,
-        entry_ids: Sequence[bytes],
-        replies: Sequence[tuple[str, ReplyEntry]],
-        stats: Mapping[str, int] | None = None,
-    ) -> None:
-        """Write the replies, ACK and delete the entries, add statistics: one round trip."""
+    async def finish(self, entry_ids: Sequence[bytes], replies: Sequence[tuple[str, ReplyEntry]]) -> None:
+        """Write the replies, ACK and delete the entries: one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for reply_to, reply in replies:
             pipe.xadd(reply_to, cast(Any, reply.to_fields()), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
         if entry_ids:
             pipe.xack(self.stream, keys.GROUP, *entry_ids)
             pipe.xdel(self.stream, *entry_ids)
-        if stats:
-            _add_statistics(pipe, self.model, stats)
         await pipe.execute()
 
     async def claim_stale(self, min_idle_ms: int, max_deliveries: int) -> tuple[list[Delivery], list[Delivery]]:
@@ -188,22 +196,3 @@ class RequestConsumer:
 async def ready_replicas(redis: aioredis.Redis, model: str, ttl_s: float) -> int:
     """Replicas of a model whose heartbeat is younger than ttl_s."""
     return int(await redis.zcount(keys.replicas(model), time.time() - ttl_s, "+inf"))
-
-
-def _add_statistics(pipe: Pipeline, model: str, stats: Mapping[str, int]) -> None:
-    """Queue the counter increments, and stamp the time of this (last) inference."""
-    key = keys.statistics(model)
-    for field, amount in stats.items():
-        pipe.hincrby(key, field, amount)
-    pipe.hset(key, "last_inference_ms", int(time.time() * 1000))
-
-
-async def add_statistics(redis: aioredis.Redis, model: str, stats: Mapping[str, int]) -> None:
-    pipe = redis.pipeline(transaction=False)
-    _add_statistics(pipe, model, stats)
-    await pipe.execute()
-
-
-async def read_statistics(redis: aioredis.Redis, model: str) -> dict[str, int]:
-    raw: dict[bytes, bytes] = await redis.hgetall(keys.statistics(model))  # type: ignore[assignment]
-    return {k.decode(): int(v) for k, v in raw.items()}

@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.modelservice.runner import CPU, CUDA, OnnxModel, choose_providers, load_model
+from services.modelservice.runners import load_model
+from services.modelservice.runners.base import CPU, CUDA, choose_providers
+from services.modelservice.runners.onnx import OnnxModel
 from services.repository import load_spec
 from services.settings import ModelServiceSettings
 from tests.support import make_tiny_repository

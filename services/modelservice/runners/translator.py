@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from services.modelservice.runner import Model, choose_providers
+from services.modelservice.runners.base import Model, choose_providers
 from services.repository import ModelSpec
 from services.settings import ModelServiceSettings
 from services.translation import OnnxStepModel, Translator

@@ -1,0 +1,102 @@
+"""What every runner offers the model service, and the ONNX Runtime settings they share.
+
+Two kinds of runner:
+- `Model`: the worker forms a dynamic batch and calls `run` once for it, in an executor thread.
+- `ContinuousModel`: the runner owns its running batch (continuous batching). The worker hands
+  it requests one by one with `infer` as long as it has `room`, and each request is answered the
+  moment it is done, whatever else is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+
+import numpy as np
+import onnxruntime as ort
+
+from services.settings import ModelServiceSettings
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def choose_providers(device: str, available: Sequence[str] | None = None) -> list[str]:
+    """CUDA first when asked for or (auto) when ONNX Runtime offers it; CPU always as fallback."""
+    available = list(available if available is not None else ort.get_available_providers())
+    if device == "cuda":
+        if CUDA not in available:
+            raise RuntimeError(f"device=cuda but ONNX Runtime offers only {available} (install onnxruntime-gpu)")
+        return [CUDA, CPU]
+    if device == "auto" and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_intra_op_threads(cores: int | None = None) -> int:
+    """Half the usable cores, 1 to 8: the gateway, Redis and the other model services share them,
+    and a tiny model gains nothing from more threads than its batch can keep busy."""
+    cores = usable_cores() if cores is None else cores
+    return max(1, min(8, cores // 2))
+
+
+def session_options(settings: ModelServiceSettings) -> ort.SessionOptions:
+    """ONNX Runtime options for a machine shared with other processes.
+
+    Spinning is off: by default ORT's pool threads busy-wait for the next call, which on a
+    2-core machine burned 0.6 of a core while the model service was otherwise idle between
+    batches. Intra-op threads come from the settings (0: `default_intra_op_threads`)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads or default_intra_op_threads()
+    options.inter_op_num_threads = settings.inter_op_threads
+    spin = "1" if settings.ort_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return options
+
+
+class Model:
+    """A batch runner: the worker forms batches and calls `run` for each in an executor thread."""
+
+    provider: str = CPU
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
+            options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """One batch: inputs by name (batch first) -> the named outputs. `options` are the
+        request parameters the model takes (validation.INT_OPTIONS), equal for the whole batch."""
+        raise NotImplementedError
+
+    async def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str], options: Mapping[str, int],
+                    executor: Executor) -> dict[str, np.ndarray]:
+        """One request on its own (the model service's direct gRPC path), off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.run, inputs, list(outputs), dict(options))
+
+    def warmup(self) -> None:
+        """Run once before reporting ready, so the first request pays no lazy initialisation."""
+
+    def close(self) -> None:
+        """Release threads and sessions (after the last request)."""
+
+
+class ContinuousModel(Model):
+    """A runner that owns its running batch. Subclasses implement `infer` (resolve when this
+    request is done), `room` and `wait_for_room`; the worker never calls `run` on them."""
+
+    def room(self) -> int:
+        """How many more requests it would admit now (0: full)."""
+        raise NotImplementedError
+
+    async def wait_for_room(self) -> None:
+        """Return once `room()` > 0."""
+        raise NotImplementedError
