@@ -59,7 +59,21 @@ def main(
     async def serve() -> int:
         return await run_until_signal(make_app(settings))
 
-    return asyncio.run(serve())
+    with asyncio.Runner(loop_factory=event_loop_factory(str(getattr(settings, "event_loop", "asyncio")))) as runner:
+        return runner.run(serve())
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for, or (auto) when installed; None: asyncio's own."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
 
 
 def setup_logging(level: str) -> None:

@@ -19,15 +19,25 @@ def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class GatewaySettings(BaseSettings):
+class ServerSettings(BaseSettings):
+    """What every server process (gateway, model service) is configured with alike."""
+
+    host: str = Field("0.0.0.0", description="Interface the gRPC server binds to.")
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the request and reply streams.")
+    max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "asyncio", description="Event loop: asyncio's own, or uvloop's (pip install uvloop; auto: uvloop when installed). "
+        "Measured no gain here (docs/benchmarks.md)."
+    )
+
+
+class GatewaySettings(ServerSettings):
     """Settings of the public gateway process."""
 
     model_config = SettingsConfigDict(env_prefix="TENSORGATE_GATEWAY_", protected_namespaces=())
 
-    host: str = Field("0.0.0.0", description="Interface the gRPC server binds to.")
     grpc_port: int = Field(8001, description="KServe v2 gRPC port (Triton's convention: 8001).")
     metrics_port: int = Field(8002, description="Prometheus /metrics port; 0 disables it.")
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the request and reply streams.")
     model_repository: Path = Field(Path("models"), description="Triton-layout model repository (config.pbtxt per model).")
     gateway_id: str = Field(default_factory=_default_instance_id, description="Names this gateway's reply stream rep:<gateway_id>.")
     default_timeout_s: float = Field(
@@ -37,7 +47,6 @@ class GatewaySettings(BaseSettings):
     replica_ttl_s: float = Field(5.0, description="A model replica whose last heartbeat is older than this is not counted as ready.")
     reply_stream_maxlen: int = Field(100_000, description="Approximate cap of this gateway's reply stream (replies are read once).")
     grace_s: float = Field(10.0, description="On shutdown, time given to in-flight requests to finish.")
-    max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")
     api_keys: list[str] = Field(
         default_factory=list,
         description="When set (JSON list), inference RPCs need metadata 'authorization: Bearer <key>'; "
@@ -45,7 +54,7 @@ class GatewaySettings(BaseSettings):
     )
 
 
-class ModelServiceSettings(BaseSettings):
+class ModelServiceSettings(ServerSettings):
     """Settings of one model service process (one model, one replica)."""
 
     model_config = SettingsConfigDict(env_prefix="TENSORGATE_MODEL_", protected_namespaces=())
@@ -53,10 +62,8 @@ class ModelServiceSettings(BaseSettings):
     name: str = Field("mnist_mlp", description="Model to serve: a folder of the model repository.")
     version: str = Field("", description="Model version folder to load; empty picks the highest number.")
     model_repository: Path = Field(Path("models"), description="Triton-layout model repository.")
-    host: str = Field("0.0.0.0", description="Interface the gRPC server binds to.")
     grpc_port: int = Field(8101, description="Direct gRPC port (health, metadata, direct ModelInfer).")
     metrics_port: int = Field(9101, description="Prometheus /metrics port; 0 disables it.")
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the request and reply streams.")
     consumer: str = Field(default_factory=_default_instance_id, description="Consumer name of this replica in the group.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDAExecutionProvider when ONNX Runtime offers it, else CPU."
@@ -81,4 +88,3 @@ class ModelServiceSettings(BaseSettings):
         "(longer than the gateway's 0.5 s readiness cache).",
     )
     grace_s: float = Field(10.0, description="On shutdown, time given to the batch in flight and direct requests.")
-    max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")

@@ -19,7 +19,7 @@ from services.queue import keys
 
 log = logging.getLogger(__name__)
 
-FLUSH_S = 0.25  # how stale ModelStatistics may be (a reader flushes its own process first)
+FLUSH_S = 0.1  # how stale ModelStatistics may be (a reader flushes its own process first)
 LAST_INFERENCE = "last_inference_ms"
 
 

@@ -74,11 +74,16 @@ class ReplyReader:
     def __init__(self, redis: aioredis.Redis, gateway_id: str) -> None:
         self._redis = redis
         self.stream = keys.reply_stream(gateway_id)
-        self._last_id = b"$"  # only replies written after start: older ones answer nobody
+        self._last_id: bytes | None = None  # set on the first read
         self._read_ids: list[bytes] = []
 
     async def read(self, block_ms: int, count: int = 512) -> list[ReplyEntry]:
         """The next replies; those of the previous call are deleted first."""
+        if self._last_id is None:
+            # Only replies written from now on: older ones (a restarted gateway of the same id)
+            # answer nobody. Not "$" in every XREAD, which would skip replies written between two.
+            newest: Any = await self._redis.xrevrange(self.stream, count=1)
+            self._last_id = newest[0][0] if newest else b"0-0"
         pipe = self._redis.pipeline(transaction=False)
         if self._read_ids:
             pipe.xdel(self.stream, *self._read_ids)

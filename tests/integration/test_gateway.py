@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -94,7 +95,12 @@ def test_metadata_config_statistics_and_index(stack: Stack) -> None:
     config = stub.ModelConfig(pb.ModelConfigRequest(name="mnist_mlp")).config
     assert config.max_batch_size == 64 and config.dynamic_batching.max_queue_delay_microseconds == 5000
     stub.ModelInfer(infer_request(np.zeros((2, 1, 28, 28), np.float32)), timeout=10)
-    stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="mnist_mlp")).model_stats[0]
+    deadline = time.monotonic() + 5  # the replica flushes its counters on a timer
+    while True:
+        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="mnist_mlp")).model_stats[0]
+        if stats.execution_count >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert stats.inference_stats.success.count >= 1 and stats.inference_stats.success.ns > 0
     assert stats.inference_stats.queue.count >= 1 and stats.inference_stats.compute_infer.ns > 0
     assert stats.inference_count >= 2 and 1 <= stats.execution_count <= stats.inference_count

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from services.modelservice.batching import BatchPolicy
+import pytest
+
+from services.modelservice.batching import BatchPolicy, WaitEstimator
 
 
 def test_ready_when_full_preferred_or_waited_long_enough() -> None:
@@ -25,3 +27,47 @@ def test_unbatched_model_takes_one_request_at_a_time() -> None:
     assert not policy.batching and policy.capacity == 1
     assert policy.fits(rows=0, more=1) and not policy.fits(rows=1, more=1)
     assert policy.ready(rows=1, waited_s=0.0)
+
+
+def test_target_is_the_next_preferred_size_else_full() -> None:
+    policy = BatchPolicy(max_batch_size=64, max_queue_delay_s=0.002, preferred_batch_sizes=(16, 32))
+    assert policy.target(1) == 16 and policy.target(16) == 32 and policy.target(40) == 64
+
+
+def test_estimator_waits_like_triton_until_it_has_measured() -> None:
+    est = WaitEstimator()
+    assert est.rate() is None
+    assert est.plan(rows=1, target=16, remaining_s=0.002, now=0.0) == 0.002
+
+
+def test_estimator_dispatches_at_once_when_nothing_arrives_during_waits() -> None:
+    # A closed-loop client at concurrency 1: every wait sees no arrival.
+    est = WaitEstimator(probe_interval_s=0.5)
+    for _ in range(5):
+        est.observe(arrivals=0, waited_s=0.002)
+    assert est.rate() == 0.0
+    assert est.plan(rows=1, target=16, remaining_s=0.002, now=10.0) == 0.002  # a probe: none for 0.5 s
+    assert est.plan(rows=1, target=16, remaining_s=0.002, now=10.1) == 0.0  # the next ones go at once
+    assert est.plan(rows=1, target=16, remaining_s=0.002, now=10.4) == 0.0
+    assert est.plan(rows=1, target=16, remaining_s=0.002, now=10.6) == 0.002  # probe again
+
+
+def test_estimator_waits_only_as_long_as_filling_the_target_takes() -> None:
+    est = WaitEstimator()
+    est.observe(arrivals=10, waited_s=0.001)  # 10,000 requests/s while waiting
+    assert est.rate() == pytest.approx(10_000)
+    assert est.plan(rows=6, target=16, remaining_s=0.002, now=0.0) == pytest.approx(0.001)  # 10 more in 1 ms
+    assert est.plan(rows=1, target=64, remaining_s=0.002, now=0.0) == 0.002  # never past the window
+    assert est.plan(rows=16, target=16, remaining_s=0.002, now=0.0) == 0.0
+    assert est.plan(rows=1, target=16, remaining_s=0.0, now=0.0) == 0.0
+
+
+def test_estimator_follows_the_load_down_and_up() -> None:
+    est = WaitEstimator()
+    est.observe(arrivals=20, waited_s=0.002)
+    for _ in range(12):  # the load stops: the decayed rate falls below one request per window
+        est.observe(arrivals=0, waited_s=0.002)
+    assert est.rate() is not None and est.rate() * 0.002 < est.min_expected  # type: ignore[operator]
+    for _ in range(3):
+        est.observe(arrivals=8, waited_s=0.002)
+    assert est.rate() * 0.002 > 1  # type: ignore[operator]

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.modelservice.runners import load_model
-from services.modelservice.runners.base import CPU, CUDA, choose_providers
+from services.modelservice.runners.base import CPU, CUDA, choose_providers, default_intra_op_threads, session_options
 from services.modelservice.runners.onnx import OnnxModel
 from services.repository import load_spec
 from services.settings import ModelServiceSettings
@@ -46,3 +47,37 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     settings = ModelServiceSettings()
     assert settings.name == "mnist_cnn" and settings.grpc_port == 8102
     assert ModelServiceSettings(grpc_port=9000).grpc_port == 9000  # explicit values (CLI flags) win
+
+
+def test_sessions_do_not_spin_and_take_threads_from_the_cores() -> None:
+    options = session_options(ModelServiceSettings(device="cpu"))
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == default_intra_op_threads()
+    spinning = session_options(ModelServiceSettings(device="cpu", ort_spinning=True, intra_op_threads=3))
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert spinning.intra_op_num_threads == 3
+    assert [default_intra_op_threads(n) for n in (1, 2, 4, 16, 64)] == [1, 1, 2, 8, 8]
+
+
+def test_instance_group_gives_parallel_sessions(tmp_path: Path) -> None:
+    make_tiny_repository(tmp_path, "m", max_batch_size=4)
+    config = tmp_path / "m" / "config.pbtxt"
+    config.write_text(config.read_text() + "instance_group [ { count: 2 kind: KIND_CPU } ]\n")
+    spec = load_spec(tmp_path / "m")
+    assert spec.instance_count == 2
+    model = load_model(spec, ModelServiceSettings(device="cpu", intra_op_threads=1))
+    assert isinstance(model, OnnxModel) and len(model.sessions) == 2
+    model.warmup()
+    with ThreadPoolExecutor(2) as pool:  # two batches at once, each on a session of its own
+        outs = list(pool.map(lambda n: model.run({"image": np.zeros((n, 1, 28, 28), np.float32)}, ["probabilities"]),
+                             [1, 2, 3, 4] * 5))
+    assert [o["probabilities"].shape[0] for o in outs] == [1, 2, 3, 4] * 5
+
+
+def test_unknown_runner_names_the_known_ones(tmp_path: Path) -> None:
+    make_tiny_repository(tmp_path, "m")
+    config = tmp_path / "m" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "runner" value: { string_value: "tensorrt" } }\n')
+    with pytest.raises(ValueError, match="unknown runner 'tensorrt' .known: onnx, translator"):
+        load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
