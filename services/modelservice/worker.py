@@ -308,8 +308,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         try:
             results, timings = await loop.run_in_executor(self.executor, self._run_batch, jobs, outputs)
-            compute_ns = sum(timings)
-            replies = [self._ok_reply(job, part, started, compute_ns) for job, part in zip(jobs, results)]
+            replies = [self._ok_reply(job, part) for job, part in zip(jobs, results)]
             self.statistics.add(name, self._execution(jobs, started, timings))
             outcome = "success"
         except Exception:
@@ -327,12 +326,9 @@ class Worker:
         self.metrics.requests.labels(name, outcome).inc(len(jobs))
         self._pending.dec(len(jobs))
 
-    def _ok_reply(self, job: Job, outputs: dict[str, np.ndarray], started: float, compute_ns: int) -> Reply:
+    def _ok_reply(self, job: Job, outputs: dict[str, np.ndarray]) -> Reply:
         response = build_response(self.spec.name, self.spec.version, job.request.id, outputs)
-        return job.entry.reply_to, ReplyEntry(
-            job.entry.request_id, 0, "", response.SerializeToString(),
-            queue_ns=int((started - job.entry.enqueued) * 1e9), compute_ns=compute_ns,
-        )
+        return job.entry.reply_to, ReplyEntry(job.entry.request_id, 0, "", response.SerializeToString())
 
     def _run_batch(self, jobs: list[Job], outputs: list[str]) -> tuple[list[dict[str, np.ndarray]], tuple[int, int, int]]:
         """Executor thread: concatenate, run, split. Returns per-job outputs and (input, infer, output) ns."""
@@ -384,7 +380,7 @@ class Worker:
         try:
             outputs = await model.infer(job.valid.inputs, job.valid.outputs, dict(job.valid.options), self.executor)
             elapsed = time.perf_counter_ns() - t0
-            reply = self._ok_reply(job, outputs, started, elapsed)
+            reply = self._ok_reply(job, outputs)
             self.statistics.add(self.spec.name, self._execution([job], started, (0, elapsed, 0)))
             self.metrics.compute_duration.labels(self.spec.name).observe(elapsed / 1e9)
             outcome = "success"

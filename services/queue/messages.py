@@ -48,26 +48,18 @@ class ReplyEntry:
     code: int  # gRPC status code number; 0 = OK and payload holds the response
     message: str = ""
     payload: bytes = b""  # serialized ModelInferResponse
-    queue_ns: int = 0
-    compute_ns: int = 0
 
     def to_fields(self) -> dict[str, str | bytes]:
-        return {
-            "id": self.request_id,
-            "code": str(self.code),
-            "message": self.message,
-            "payload": self.payload,
-            "queue_ns": str(self.queue_ns),
-            "compute_ns": str(self.compute_ns),
-        }
+        """Only what the gateway reads: a success carries no message, a failure no payload."""
+        if self.code:
+            return {"id": self.request_id, "code": str(self.code), "message": self.message}
+        return {"id": self.request_id, "code": "0", "payload": self.payload}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> ReplyEntry:
         return cls(
             request_id=_text(fields, b"id"),
             code=int(fields[b"code"]),
-            message=_text(fields, b"message"),
+            message=fields.get(b"message", b"").decode(),
             payload=fields.get(b"payload", b""),
-            queue_ns=int(fields.get(b"queue_ns", b"0")),
-            compute_ns=int(fields.get(b"compute_ns", b"0")),
         )
