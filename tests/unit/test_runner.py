@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from services.modelservice.runners import load_model
-from services.modelservice.runners.base import CPU, CUDA, choose_providers, default_intra_op_threads, session_options
+from services.modelservice.runners.base import (
+    CPU,
+    CUDA,
+    cgroup_cpu_limit,
+    choose_providers,
+    default_intra_op_threads,
+    session_options,
+)
 from services.modelservice.runners.onnx import OnnxModel
 from services.repository import load_spec
 from services.settings import ModelServiceSettings
@@ -81,3 +88,16 @@ def test_unknown_runner_names_the_known_ones(tmp_path: Path) -> None:
     config.write_text(config.read_text() + 'parameters { key: "runner" value: { string_value: "tensorrt" } }\n')
     with pytest.raises(ValueError, match="unknown runner 'tensorrt' .known: onnx, translator"):
         load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
+
+
+def test_cgroup_quota_narrows_the_usable_cores(tmp_path: Path) -> None:
+    assert cgroup_cpu_limit(tmp_path) is None  # no cgroup files: no limit
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert cgroup_cpu_limit(tmp_path) == 1.5
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(v1) == 4.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 
@@ -35,12 +36,30 @@ def choose_providers(device: str, available: Sequence[str] | None = None) -> lis
     return [CPU]
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in cores (docker --cpus, Kubernetes limits), if any."""
     try:
-        return len(os.sched_getaffinity(0))
+        text = (root / "cpu.max").read_text().split()  # cgroup v2: "<quota> <period>" or "max <period>"
+        quota, period = text[0], text[1]
+    except (OSError, IndexError):
+        try:  # cgroup v1
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or float(period) <= 0:
+        return None
+    return float(quota) / float(period)
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity (taskset, cpusets), narrowed by a cgroup quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, int(limit))) if limit else cores
 
 
 def default_intra_op_threads(cores: int | None = None) -> int:
