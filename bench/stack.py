@@ -1,0 +1,183 @@
+"""The tensorgate stack (`python -m services.stack`) as a child process on free ports.
+
+Started, waited for ("Ctrl-C drains and stops everything."), asked where each process listens
+(the lines the stack prints), and stopped with SIGINT so it drains in order. Its serving processes
+(redis-server, the model services, the gateway) are its children, found through /proc.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.procstat import ProcessGroup
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_LINE = "tensorgate is up"
+WAITING_LINE = "Ctrl-C drains and stops everything."
+# "  mnist_mlp        gRPC 127.0.0.1:8101   metrics http://127.0.0.1:9101/metrics"
+ENDPOINT = re.compile(r"^\s*(\S+)\s+gRPC\s+(\S+:\d+)\s+metrics\s+(\S+)")
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def ports_free(ports: Sequence[int]) -> bool:
+    socks = []
+    try:
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports (held open together while choosing, so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_block(width: int, tries: int = 200) -> int:
+    """A base port with base .. base+width-1 all free (the stack numbers model ports from a base)."""
+    for _ in range(tries):
+        base = random.randrange(20000, 60000 - width)
+        if ports_free(range(base, base + width)):
+            return base
+    raise RuntimeError(f"no {width} consecutive free ports found")
+
+
+def parse_endpoints(lines: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """{process name: (gRPC host:port, metrics URL)} from the stack's start-up lines."""
+    out = {}
+    for line in lines:
+        match = ENDPOINT.match(line)
+        if match:
+            out[match.group(1)] = (match.group(2), match.group(3))
+    return out
+
+
+class Stack:
+    """`python -m services.stack --models ...` as a child process: started, waited for, SIGINT-ed."""
+
+    def __init__(self, models: Sequence[str], model_repository: Path, state_dir: Path, ready_timeout_s: float,
+                 env: dict[str, str] | None = None) -> None:
+        from services.repository import load_repository
+
+        width = len(load_repository(model_repository)) + 4  # one slot per model of the repository
+        gw, gw_metrics, redis_port, prom = free_ports(4)
+        base, metrics_base = free_block(width), free_block(width)
+        self.state_dir = state_dir
+        self.ready_timeout_s = ready_timeout_s
+        self.env = env
+        self.argv = [sys.executable, "-m", "services.stack", "--no-prometheus", "--models", *models,
+                     "--model-repository", str(model_repository), "--state-dir", str(state_dir),
+                     "--port", str(gw), "--metrics-port", str(gw_metrics), "--model-base-port", str(base),
+                     "--model-metrics-base-port", str(metrics_base), "--redis-port", str(redis_port),
+                     "--prometheus-port", str(prom), "--ready-timeout", str(ready_timeout_s)]
+        self.output: list[str] = []
+        self.endpoints: dict[str, tuple[str, str]] = {}
+        self._waiting = threading.Event()
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.endpoints["gateway"][0]
+
+    def direct_url(self, model: str) -> str:
+        return self.endpoints[model][0]
+
+    def metrics_url(self, name: str) -> str:
+        return self.endpoints[name][1]
+
+    def processes(self) -> ProcessGroup:
+        """redis-server, the model services and the gateway: the stack's children, not the stack itself
+        (it only supervises, waking twice a second)."""
+        assert self._process is not None
+        return ProcessGroup(self._process.pid, include_root=False)
+
+    def _pump(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            self.output.append(line.rstrip("\n"))
+            if WAITING_LINE in line:
+                self._waiting.set()
+
+    def start(self) -> None:
+        # Own session: a Ctrl-C on our terminal reaches us, and we stop the stack in order.
+        self._process = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         text=True, start_new_session=True, env=self.env)
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline = time.monotonic() + self.ready_timeout_s + 30
+        while not self._waiting.wait(0.2):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.3)  # let the pump catch the last lines
+                raise RuntimeError("the stack did not come up:\n  " + "\n  ".join(self.output[-30:]))
+        if not any(READY_LINE in line for line in self.output):
+            raise RuntimeError("the stack printed no ready line:\n  " + "\n  ".join(self.output[-30:]))
+        self.endpoints = parse_endpoints(self.output)
+        if "gateway" not in self.endpoints:
+            raise RuntimeError("the stack did not say where the gateway listens:\n  " + "\n  ".join(self.output))
+
+    def stop(self, timeout_s: float = 90.0) -> int | None:
+        p = self._process
+        if p is None or p.poll() is not None:
+            return None if p is None else p.returncode
+        p.send_signal(signal.SIGINT)
+        try:
+            return p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try:
+                return p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                return p.wait()
+
+
+@contextmanager
+def running_stack(models: Sequence[str], model_repository: Path, ready_timeout_s: float,
+                  env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A started stack; always stopped afterwards, error or not. Logs are kept only after a failure."""
+    state = Path(tempfile.mkdtemp(prefix="tensorgate-bench-"))
+    stack = Stack(models, model_repository.resolve(), state, ready_timeout_s, env)
+    ok = False
+    try:
+        log(f"starting the stack: {shlex.join(stack.argv[1:])}")
+        stack.start()
+        log(f"stack is up; gateway at {stack.url}")
+        yield stack
+        ok = True
+    finally:
+        code = stack.stop()
+        log(f"stack stopped (exit {code})")
+        if ok:
+            shutil.rmtree(state, ignore_errors=True)
+        else:
+            log(f"stack logs kept in {state / 'logs'}")
