@@ -75,8 +75,8 @@ test-unit: $(PROTO_STAMP)
 test-integration: deps $(PROTO_STAMP)
 	$(PY) -m pytest -q tests/integration tests/e2e
 
-bench: deps $(PROTO_STAMP)  ## perf_analyzer against the local stack vs raw ONNX Runtime -> docs/benchmarks.md
-	$(PY) -m bench.serving  # finds libcudart (nvidia-cuda-runtime wheel) for perf_analyzer itself
+bench: deps $(PROTO_STAMP)  ## raw ORT, gateway, model service, PyTriton, translator side by side -> docs/benchmarks.md (~15 min; BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH_ARGS)  # builds .bench/pytriton (Debian python3.11) and fetches the Ding test split on first use
 
 clean:  ## remove generated code and local state (keeps the virtualenv)
 	rm -rf $(PROTO_OUT)/*_pb2*.py $(PROTO_OUT)/*_pb2.pyi .stack .pytest_cache

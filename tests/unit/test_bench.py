@@ -1,19 +1,24 @@
-"""bench.serving's parsing and rendering, on literal samples: no servers, no perf_analyzer."""
+"""bench.perf's parsing and perf_analyzer command lines, and the bench CLI, on literal samples: no servers."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from bench.serving import (
-    GatewayRow,
-    OrtRow,
-    Report,
+from bench.counters import Counters, requests_between
+from bench.perf import (
+    Target,
+    export_latencies_ms,
     parse_perf_csv,
     parse_server_counts,
     parse_server_latency,
-    ratios,
-    render_markdown,
+    perf_analyzer_argv,
 )
+from bench.procstat import ProcessGroup
+from bench.results import DIRECT, GATEWAY, STREAMING, LoadRow
+from bench.serving import QUICK, parse_args
 
 # The header perf_analyzer 2.41 writes with -f (latencies in microseconds), two levels.
 CSV = """\
@@ -44,7 +49,7 @@ def test_parse_perf_csv_converts_microseconds_to_ms() -> None:
     assert first.compute_ms == pytest.approx(0.21)  # input + infer + output
     # no "Avg latency" column without --verbose-csv: the breakdown columns add up to it
     assert first.avg_ms == pytest.approx((10 + 1500 + 2200 + 20 + 180 + 10 + 5) / 1000)
-    assert first.avg_batch is None
+    assert first.avg_batch is None and first.usage == {} and first.cpu_per_1k is None
 
 
 def test_parse_perf_csv_prefers_avg_latency_and_stops_at_blank_line() -> None:
@@ -71,60 +76,54 @@ def test_parse_server_section() -> None:
     assert parse_server_latency("Failed to obtain stable measurement.") is None
 
 
-def _report() -> Report:
-    gateway = parse_perf_csv(CSV)
-    gateway[0].avg_batch, gateway[1].avg_batch = 1.0, 4.5
-    gateway[1].batch_sizes = {1: 10, 4: 200, 8: 300}
-    gateway[0].server_ms, gateway[0].overhead_ms = 3.0, 0.5
-    ort = [OrtRow(1, 5000, 10_000.0, 0.09, 0.2, 0.1), OrtRow(8, 3000, 48_000.0, 0.15, 0.4, 0.17),
-           OrtRow(1, 200, 0.0, 0.35, 0.9, 0.4, gap_ms=5.0)]
-    return Report(gateway, ort, {"Command": "`python -m bench.serving`", "Date": "2026-01-01 00:00 UTC"},
-                  max_queue_delay_ms=2.0, preferred_batch_sizes=(16, 32, 64))
+def test_export_latencies_use_the_last_response() -> None:
+    export = {"experiments": [{"experiment": {"mode": "concurrency", "value": 4}, "requests": [
+        {"timestamp": 1_000_000_000, "response_timestamps": [1_002_500_000]},
+        {"timestamp": 2_000_000_000, "response_timestamps": [2_000_100_000, 2_600_000_000]},
+        {"timestamp": 3_000_000_000, "response_timestamps": []},  # never answered: not a latency
+    ], "window_boundaries": []}], "version": "2.41"}
+    assert export_latencies_ms(json.dumps(export)) == pytest.approx([2.5, 600.0])
 
 
-def test_ratios_pair_concurrency_with_batch_size() -> None:
-    report = _report()
-    assert ratios(report.gateway, report.ort) == [
-        (1, 250.5, 10_000.0, pytest.approx(0.02505)), (8, 900.0, 48_000.0, pytest.approx(0.01875))]
-    assert ratios(report.gateway, [OrtRow(32, 1, 1.0, 1, 1, 1)]) == []
-    assert ratios(report.gateway, [OrtRow(1, 200, 0.0, 1, 1, 1, gap_ms=5.0)]) == []  # paced rows have no throughput
+def test_requests_between_prefers_the_success_count() -> None:
+    before, after = Counters(100, 120, 30), Counters(1100, 1130, 200)
+    assert requests_between(before, after) == (1000, "ModelStatistics success count")
+    # a model service's own port counts executions (and their rows) but no successes
+    direct_before, direct_after = Counters(0, 500, 500), Counters(0, 2500, 2500)
+    count, source = requests_between(direct_before, direct_after)
+    assert count == 2000 and "inference count" in source
 
 
-def test_render_markdown_tables_and_ratio_line() -> None:
-    text = render_markdown(_report())
-    lines = text.splitlines()
-    assert lines[0].startswith("# ")
-    assert "- Command: `python -m bench.serving`" in lines
-    assert "- Date: 2026-01-01 00:00 UTC" in lines
-    # gateway rows: concurrency, infer/s, p50, p95, p99, avg, queue, compute, avg batch
-    assert "| 1 | 250.5 | 3.90 | 5.00 | 6.10 | 3.93 | 2.20 | 0.210 | 1.00 |" in lines
-    assert "| 8 | 900.0 | 8.10 | 11.00 | 15.00 | 7.51 | 3.00 | 0.490 | 4.50 |" in lines
-    # raw ORT rows: batch, calls, rows/s, p50, p99; the paced row has no throughput
-    assert "| 1 | 5000 | 10,000 | 0.090 | 0.200 |" in lines
-    assert "| 8 | 3000 | 48,000 | 0.150 | 0.400 |" in lines
-    assert "| 1, 5 ms idle between calls | 200 | — | 0.350 | 0.900 |" in lines
-    # breakdown only for rows with the server section: client avg - gateway latency, overhead, queue, compute
-    assert "| 1 | 3.93 | 0.93 | 0.50 | 2.20 | 0.210 |" in lines
-    assert not any(line.startswith("| 8 | 7.51 |") for line in lines)
-    assert "- concurrency 8: 1×10, 4×200, 8×300" in lines
-    ratio = next(line for line in lines if line.startswith("Gateway throughput ÷ raw ORT throughput"))
-    assert "concurrency 1 / batch 1: 250.5 / 10,000 = **0.025**" in ratio
-    assert "concurrency 8 / batch 8: 900.0 / 48,000 = **0.019**" in ratio
-    assert "## Interpretation" in lines
-    assert "every call starts cold" in text  # paced ORT p50 (0.35) > 2 × back-to-back p50 (0.09)
-    assert text.endswith("\n")
+def _target(system: str, **kw: object) -> Target:
+    return Target(system, "127.0.0.1:9", ProcessGroup(1), 2000, 20.0, **kw)  # type: ignore[arg-type]
 
 
-def test_render_markdown_without_server_batch_counts() -> None:
-    report = _report()
-    for row in report.gateway:
-        row.avg_batch, row.batch_sizes, row.server_ms, row.overhead_ms = None, {}, None, None
-    text = render_markdown(report)
-    assert "| 1 | 250.5 | 3.90 | 5.00 | 6.10 | 3.93 | 2.20 | 0.210 | n/a |" in text.splitlines()
-    assert "Executions per batch size" not in text
-    assert "by whose clock" not in text
+def test_perf_analyzer_argv_per_system(tmp_path: Path) -> None:
+    csv, export = tmp_path / "a.csv", tmp_path / "a.json"
+    unary = perf_analyzer_argv("pa", _target(GATEWAY), "mnist_mlp", 16, csv, export, 20.0, 6)
+    assert unary[:3] == ["pa", "-m", "mnist_mlp"]
+    assert "--async" in unary and "--streaming" not in unary and "-x" not in unary and "-H" not in unary
+    assert unary[unary.index("--concurrency-range") + 1] == "16"
+    assert unary[unary.index("-p") + 1] == "2000" and unary[unary.index("-s") + 1] == "20"
+    assert unary[unary.index("--profile-export-file") + 1] == str(export)
+    assert "--streaming" in perf_analyzer_argv("pa", _target(STREAMING, streaming=True), "m", 1, csv, export, 20, 6)
+    direct = perf_analyzer_argv("pa", _target(DIRECT, version="1"), "m", 1, csv, export, 40, 6)
+    assert direct[direct.index("-x") + 1] == "1" and direct[direct.index("-s") + 1] == "40"
+    peer = perf_analyzer_argv("pa", _target("PyTriton", headers={"token-header": "abc"}), "m", 1, csv, export, 50, 6)
+    assert peer[peer.index("-H") + 1] == "token-header:abc"
 
 
-def test_gateway_row_defaults() -> None:
-    row = GatewayRow(1, 1.0, 1, 1, 1, 1, 0, 0)
-    assert row.avg_batch is None and row.batch_sizes == {}
+def test_cli_defaults_and_quick() -> None:
+    args = parse_args([])
+    assert args.models == ["mnist_mlp", "mnist_cnn"] and args.concurrency == [1, 4, 16, 64]
+    assert args.paths == ["unary", "streaming", "direct"] and args.window_ms == 2000
+    assert args.triton_window_ms == 5000 and args.triton_stability == 50
+    quick = parse_args(["--quick"])
+    assert all(getattr(quick, key) == value for key, value in QUICK.items())
+    # --quick shortens only what was not set explicitly
+    assert parse_args(["--quick", "--window-ms", "3000"]).window_ms == 3000
+
+
+def test_load_row_defaults() -> None:
+    row = LoadRow(1, 1.0, 1, 1, 1, 1, 0, 0)
+    assert row.avg_batch is None and row.batch_sizes == {} and row.system == GATEWAY and row.requests == 0

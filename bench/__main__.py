@@ -1,0 +1,7 @@
+"""python -m bench: the serving benchmark (bench.serving)."""
+
+import sys
+
+from bench.serving import main
+
+sys.exit(main())

@@ -1,0 +1,148 @@
+"""The parts of one benchmark run, each filling the shared Run: raw ORT, the tensorgate stack under
+perf_analyzer (unary, streaming, direct; optionally a py-spy profile), the PyTriton peer, the translator."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from bench import perf, profile, raw_ort, translator
+from bench.machine import short_digest, version
+from bench.perf import PerfSettings, Target
+from bench.results import DIRECT, GATEWAY, PYTRITON, STREAMING, LevelFailure, LoadRow, Run
+from bench.stack import ROOT, log, running_stack
+from bench.triton import PYTRITON as PYTRITON_REQ
+from bench.triton import ensure_venv, model_entry, running_pytriton, venv_version
+
+PATHS = {"unary": GATEWAY, "streaming": STREAMING, "direct": DIRECT}
+TRANSLATOR = "translator_de_en"
+
+
+def shown(path: str | Path) -> str:
+    """A path as the page shows it: relative to the checkout when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
+def providers(device: str) -> list[str]:
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+
+
+def stack_env(args: argparse.Namespace) -> dict[str, str]:
+    return {**os.environ, "TENSORGATE_MODEL_DEVICE": args.device}
+
+
+def record(run: Run, results: list[LoadRow | LevelFailure]) -> None:
+    for result in results:
+        (run.failures if isinstance(result, LevelFailure) else run.load).append(result)  # type: ignore[arg-type]
+
+
+def ort_part(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> None:
+    from services.repository import load_spec
+
+    for model in args.models:
+        spec = load_spec(Path(args.model_repository) / model)
+        item = [d if d > 0 else 1 for d in spec.inputs[0].shape[1:]]
+        batches = [b for b in (args.ort_batches or args.concurrency) if b <= spec.max_batch_size]
+        run.ort += raw_ort.run_ort(model, spec.model_file, spec.inputs[0].name, item, batches, args.ort_seconds,
+                                   args.ort_warmup, threads, providers(args.device))
+
+
+def model_meta(args: argparse.Namespace, run: Run) -> None:
+    from services.repository import load_spec
+
+    for model in args.models:
+        spec = load_spec(Path(args.model_repository) / model)
+        run.meta[f"Model {model}"] = (
+            f"`{shown(spec.model_file)}` (sha256 {short_digest(spec.model_file)}…); max_batch_size {spec.max_batch_size}, preferred batch "
+            f"sizes {list(spec.preferred_batch_sizes)}, max_queue_delay {spec.max_queue_delay_s * 1e3:g} ms")
+
+
+def stack_part(args: argparse.Namespace, run: Run, settings: PerfSettings) -> None:
+    paths = [PATHS[p] for p in args.paths]
+    with running_stack(args.models, Path(args.model_repository), args.ready_timeout, stack_env(args)) as stack:
+        group = stack.processes()
+        for model in args.models:
+            targets = {
+                GATEWAY: Target(GATEWAY, stack.url, group, args.window_ms, args.stability),
+                STREAMING: Target(STREAMING, stack.url, group, args.window_ms, args.stability, streaming=True),
+                DIRECT: Target(DIRECT, stack.direct_url(model), group, args.window_ms, args.stability, version="1"),
+            }
+            for system in paths:
+                log(f"perf_analyzer: {system}, {model}, concurrency {args.concurrency}")
+                record(run, perf.measure(targets[system], model, args.concurrency, settings))
+        if args.profile:
+            run.profile = profile_under_load(args, settings, stack.url, group)
+
+
+def profile_under_load(args: argparse.Namespace, settings: PerfSettings, url: str, group: perf.ProcessGroup) -> str:
+    """py-spy on the gateway and the model service while perf_analyzer holds c=16 unary on the first model."""
+    model = args.models[0]
+    wanted = {"gateway": "gateway", f"model service {model}": f"model service {model}"}
+    pids = {name: pid for pid, reading in group.sample().items() for name in wanted if reading.label == name}
+    py_spy = profile.find_py_spy(ROOT / ".bench" / "py-spy")
+    window = max(1000, int(args.profile_seconds * 1000))
+    target = Target(GATEWAY, url, group, window, 100.0)
+    argv = perf.perf_analyzer_argv(settings.binary, target, model, 16, settings.workdir / "profile.csv",
+                                   settings.workdir / "profile.json", 100.0, 4)
+    log(f"profiling {', '.join(pids)} for {args.profile_seconds:g} s under c=16 unary {model}")
+    load = subprocess.Popen(argv, env=perf.perf_analyzer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # past perf_analyzer's start-up
+        stacks = profile.record(py_spy, pids, args.profile_seconds, settings.workdir)
+    finally:
+        load.kill()
+        load.wait()
+    head = (f"Recorded by `python -m bench --profile`: `py-spy record --format raw --function --rate 200` for "
+            f"{args.profile_seconds:g} s while perf_analyzer held concurrency 16 (unary) on {model}.")
+    return "\n\n".join([head] + [profile.excerpt(name, s) for name, s in stacks.items()])
+
+
+def triton_part(args: argparse.Namespace, run: Run, settings: PerfSettings, threads: tuple[int, int]) -> None:
+    python = ensure_venv(Path(args.triton_venv), Path(args.triton_base_python), version("onnxruntime"))
+    models = [model_entry(Path(args.model_repository), m) for m in args.models]
+    with running_pytriton(python, models, threads, args.ready_timeout) as peer:
+        run.meta["PyTriton"] = (f"{PYTRITON_REQ.split('==')[0]} {venv_version(python, 'nvidia-pytriton')} "
+                                f"(tritonserver {peer.server_version()}, Python backend; onnxruntime "
+                                f"{venv_version(python, 'onnxruntime')} inside the bound functions) in {shown(args.triton_venv)}, "
+                                f"Debian's {args.triton_base_python}; same ONNX files, same max_batch_size, preferred "
+                                f"batch sizes and max_queue_delay, ORT threads {threads[0]} / {threads[1]}, no spinning; "
+                                f"windows of {args.triton_window_ms} ms, stability {args.triton_stability:g}%")
+        target = Target(PYTRITON, peer.url, peer.processes(), args.triton_window_ms, args.triton_stability,
+                        headers=peer.headers)
+        for model in args.models:
+            log(f"perf_analyzer: PyTriton, {model}, concurrency {args.concurrency}")
+            record(run, perf.measure(target, model, args.concurrency, settings))
+
+
+def translator_part(args: argparse.Namespace, run: Run) -> None:
+    limit = args.translator_sentences or (128 if args.quick else None)
+    pairs = translator.test_pairs(Path(args.data_dir), limit)
+    sources = [de for de, _ in pairs]
+    model_dir = Path(args.model_repository) / TRANSLATOR
+    from services.settings import ModelServiceSettings
+
+    threads = ModelServiceSettings().intra_op_threads  # what the service hands its Translator
+    local = translator.InProcess(model_dir, threads, providers(args.device))
+    batch_size = local.batch_size
+    lengths = local.source_lengths(sources)
+    log(f"translator in-process, one sentence at a time ({len(sources)} sentences, beam {args.beam_size})")
+    single = local.one_at_a_time(sources, args.beam_size)
+    log(f"  {len(sources) / single.seconds:.1f} sentences/s; now all at once")
+    batch = local.all_at_once(sources, args.beam_size)
+    log(f"  {len(sources) / batch.seconds:.1f} sentences/s")
+    del local  # its ONNX Runtime threads and memory, before the service starts
+    with running_stack([TRANSLATOR], Path(args.model_repository), args.ready_timeout, stack_env(args)) as stack:
+        log(f"translator through the gateway, {args.translator_clients} clients")
+        served = translator.served(stack.url, sources, args.translator_clients, args.beam_size, TRANSLATOR)
+        log(f"  {len(sources) / served.seconds:.1f} sentences/s")
+    run.translator = translator.summarise(pairs, lengths, single, batch, served, args.translator_clients,
+                                          args.beam_size, batch_size)
+    run.meta["Translator"] = (f"`{shown(model_dir)}` "
+                              f"(services.translation.Translator in-process, intra-op threads "
+                              f"{threads or 'ONNX Runtime decides'} as the service's setting); {len(pairs)} test "
+                              f"sentences of {shown(args.data_dir)}")
+

@@ -1,0 +1,147 @@
+"""The translator served through the gateway against the same search in-process.
+
+Sentences: the held-out Ding test split the training job scores on (training.data.ding: fetched
+with `apt-get download` when missing). Served: N client threads, each sending one sentence per
+ModelInfer (beam 5) and the next as soon as the answer is in. In-process: services.translation's
+Translator over the same model folder, once one sentence per call and once all sentences in one
+call (sorted batches of 32), with the model config's alpha and output limit, as the service uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.results import TranslatorResult
+from bench.stack import log
+
+
+def test_pairs(data_dir: Path, limit: int | None = None) -> list[tuple[str, str]]:
+    """(German, English reference) of the test split, in the split's order; the first `limit`."""
+    from training.data.ding import load_ding
+
+    pairs = list(load_ding(data_dir).test)
+    return pairs[:limit] if limit else pairs
+
+
+@dataclass
+class Timed:
+    outputs: list[str]
+    latencies_ms: list[float]  # per sentence (for a single call over all: empty)
+    seconds: float
+    errors: int = 0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+def shortest_quarter(lengths: Sequence[int]) -> list[int]:
+    """Indices of the shortest quarter by source length (ties in input order), at least one."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return order[:max(1, len(order) // 4)]
+
+
+def identical_share(a: Sequence[str], b: Sequence[str]) -> float:
+    return sum(x == y for x, y in zip(a, b)) / len(a) if a else 0.0
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, str]:
+    """Corpus BLEU (sacreBLEU, 13a) as the training job scores it, and its signature."""
+    import sacrebleu
+
+    metric = sacrebleu.metrics.BLEU()
+    return float(metric.corpus_score(list(hypotheses), [list(references)]).score), f"BLEU|{metric.get_signature()}"
+
+
+class InProcess:
+    """services.translation.Translator with the model config's search settings."""
+
+    def __init__(self, model_dir: Path, threads: int, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+        from services.repository import load_spec
+        from services.translation import Translator
+
+        spec = load_spec(model_dir)
+        self.translator = Translator(spec.path, list(providers), threads)
+        self.alpha = float(spec.parameters.get("alpha", self.translator.default_alpha))
+        self.max_output_len = int(spec.parameters.get("max_output_len", self.translator.max_target_len))
+        self.batch_size = spec.max_batch_size or 32
+
+    def source_lengths(self, sentences: Sequence[str]) -> list[int]:
+        return [len(self.translator.tokenizer.EncodeAsIds(s)) for s in sentences]
+
+    def _translate(self, sentences: Sequence[str], beam: int) -> list[str]:
+        results = self.translator.translate(list(sentences), beam_size=beam, alpha=self.alpha,
+                                            max_output_len=self.max_output_len, batch_size=self.batch_size)
+        return [text for text, _ in results]
+
+    def one_at_a_time(self, sentences: Sequence[str], beam: int) -> Timed:
+        self._translate(sentences[:2], beam)  # warm-up: sessions and caches
+        outputs, latencies = [], []
+        started = time.perf_counter()
+        for sentence in sentences:
+            t0 = time.perf_counter()
+            outputs += self._translate([sentence], beam)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+        return Timed(outputs, latencies, time.perf_counter() - started)
+
+    def all_at_once(self, sentences: Sequence[str], beam: int) -> Timed:
+        # Warm-up with one full batch: ONNX Runtime grows its memory arena on the first large shapes,
+        # a one-off cost (×3 on 64 sentences here) that a long-running process does not pay again.
+        self._translate(sentences[:self.batch_size], beam)
+        started = time.perf_counter()
+        outputs = self._translate(sentences, beam)
+        return Timed(outputs, [], time.perf_counter() - started)
+
+
+def served(url: str, sentences: Sequence[str], clients: int, beam: int, model: str = "translator_de_en",
+           timeout_s: float = 120.0) -> Timed:
+    """`clients` threads over one gRPC channel, one sentence per request, closed loop."""
+    from services.client import Client, InferenceError
+
+    with Client(url, timeout_s=timeout_s) as client, ThreadPoolExecutor(clients) as pool:
+        def one(sentence: str) -> tuple[str | None, float]:
+            t0 = time.perf_counter()
+            try:
+                text = client.translate(sentence, beam_size=beam, model=model)[0][0]
+            except InferenceError as err:
+                log(f"  translator request failed: {err}")
+                return None, (time.perf_counter() - t0) * 1e3
+            return text, (time.perf_counter() - t0) * 1e3
+
+        list(pool.map(one, sentences[:clients]))  # warm-up: connections, the service's first batches
+        started = time.perf_counter()
+        results = list(pool.map(one, sentences))
+        seconds = time.perf_counter() - started
+    return Timed([t if t is not None else "" for t, _ in results], [ms for _, ms in results], seconds,
+                 sum(t is None for t, _ in results))
+
+
+def summarise(pairs: Sequence[tuple[str, str]], lengths: Sequence[int], single: Timed, batch: Timed, serve: Timed,
+              clients: int, beam: int, batch_size: int) -> TranslatorResult:
+    """The figures the report and the targets need, from the three timed passes."""
+    sources, references = [de for de, _ in pairs], [en for _, en in pairs]
+    n = len(pairs)
+    short = shortest_quarter(lengths)
+    served_bleu, signature = bleu(serve.outputs, references)
+    differ = [(sources[i], serve.outputs[i], batch.outputs[i]) for i in range(n) if serve.outputs[i] != batch.outputs[i]]
+    return TranslatorResult(
+        sentences=n, clients=clients, beam_size=beam,
+        served_per_s=n / serve.seconds, served_p50_ms=percentile(serve.latencies_ms, 50),
+        served_p99_ms=percentile(serve.latencies_ms, 99),
+        single_per_s=n / single.seconds, single_p50_ms=percentile(single.latencies_ms, 50),
+        single_p99_ms=percentile(single.latencies_ms, 99),
+        batch_per_s=n / batch.seconds, batch_size=batch_size,
+        served_bleu=served_bleu, batch_bleu=bleu(batch.outputs, references)[0],
+        single_bleu=bleu(single.outputs, references)[0],
+        identical_share=identical_share(serve.outputs, batch.outputs),
+        short_count=len(short),
+        short_served_p50_ms=percentile([serve.latencies_ms[i] for i in short], 50),
+        short_single_p50_ms=percentile([single.latencies_ms[i] for i in short], 50),
+        errors=serve.errors, bleu_signature=signature, examples=differ[:3],
+    )
