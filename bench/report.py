@@ -66,6 +66,25 @@ def process_table(rows: Sequence[LoadRow]) -> str:
     return "\n".join(out)
 
 
+def breakdown_table(rows: Sequence[LoadRow]) -> str:
+    """Average client latency split by whose clock sees it; empty without perf_analyzer's server section."""
+    rows = [r for r in rows if r.server_ms is not None and r.overhead_ms is not None]
+    if not rows:
+        return ""
+    out = ["| system | c | client avg ms | outside the server's handler ms | handler, beyond queue and compute ms "
+           "| server queue ms | server compute ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        assert r.server_ms is not None
+        out.append(f"| {r.system} | {r.concurrency} | {_f(r.avg_ms)} | {_f(r.avg_ms - r.server_ms)} "
+                   f"| {_f(r.overhead_ms)} | {_f(r.queue_ms)} | {_f(r.compute_ms, 3)} |")
+    return "\n".join(out)
+
+
+def batch_lines(rows: Sequence[LoadRow]) -> list[str]:
+    return [f"- {r.system} c={r.concurrency}: " + ", ".join(f"{size}×{n}" for size, n in sorted(r.batch_sizes.items()))
+            for r in rows if r.batch_sizes]
+
+
 def _ratio(a: float, b: float) -> str:
     return f"×{a / b:.2f}" if b > 0 else "n/a"
 
@@ -167,6 +186,13 @@ def render_markdown(run: Run, plot_name: str | None = None) -> str:
         rows = [r for system in SYSTEMS for r in run.rows(system, model)]
         if rows:
             parts += [f"### {model}", "", load_table(rows), ""]
+            breakdown = breakdown_table(rows)
+            if breakdown:
+                parts += ["Average latency by whose clock sees it (perf_analyzer's server section):", "", breakdown, ""]
+            batches = batch_lines([r for r in rows if r.system == GATEWAY])
+            if batches:
+                parts += ["Executions per batch size through the gateway (size×count, ModelStatistics over the "
+                          "whole level):", "", *batches, ""]
     if plot_name:
         parts += [f"![p50 and p99 latency against throughput, one line per system and model]({plot_name})", ""]
     if run.failures:
@@ -175,7 +201,9 @@ def render_markdown(run: Run, plot_name: str | None = None) -> str:
     ratios = [line for model in run.models() for line in ratio_lines(run, model)]
     if ratios:
         parts += ["## Ratios", "", *ratios, ""]
-    table = process_table(sorted(run.load, key=lambda r: (SYSTEMS.index(r.system), r.model, r.concurrency)))
+    models = run.models()
+    table = process_table(sorted(run.load, key=lambda r: (SYSTEMS.index(r.system), models.index(r.model),
+                                                          r.concurrency)))
     if table:
         parts += ["## CPU and memory per process", "",
                   "Per process: CPU seconds per 1,000 requests · VmRSS at the end of the level.", "", table, ""]

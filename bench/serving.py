@@ -16,7 +16,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import parts
@@ -111,28 +112,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts.model_meta(args, run)
     if args.section:
         run.section = Path(args.section).read_text()
+    steps: list[tuple[str, bool, Callable[[PerfSettings], None]]] = [
+        ("raw ORT", args.skip_ort, lambda _: parts.ort_part(args, run, threads)),
+        ("the tensorgate stack", args.skip_gateway, lambda settings: parts.stack_part(args, run, settings)),
+        ("PyTriton", args.skip_triton, lambda settings: parts.triton_part(args, run, settings, threads)),
+        ("the translator", args.skip_translator, lambda _: parts.translator_part(args, run)),
+    ]
+    failed: list[str] = []
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         with tempfile.TemporaryDirectory(prefix="tensorgate-perf-") as workdir:
             settings = PerfSettings(find_perf_analyzer(args.perf_analyzer), Path(workdir), args.max_trials,
                                     args.level_timeout, args.stall_ms, args.verbose)
-            if not args.skip_ort:
-                parts.ort_part(args, run, threads)
-            if not args.skip_gateway:
-                parts.stack_part(args, run, settings)
-            if not args.skip_triton:
-                parts.triton_part(args, run, settings, threads)
-            if not args.skip_translator:
-                parts.translator_part(args, run)
+            for name, skipped, step in steps:
+                if skipped:
+                    continue
+                try:  # one broken part must not cost the others of a long run: the page says what failed
+                    step(settings)
+                except Exception as err:  # noqa: BLE001
+                    log(f"{name} failed:\n{traceback.format_exc()}")
+                    failed.append(f"{name} failed: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
     except KeyboardInterrupt:
         log("interrupted")
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    skipped = [name for name, flag in (("raw ORT", args.skip_ort), ("the tensorgate stack", args.skip_gateway),
-                                       ("PyTriton", args.skip_triton), ("the translator", args.skip_translator)) if flag]
+    skipped = [name for name, skip, _ in steps if skip]
     if skipped:
         run.notes.append(f"skipped by flag: {', '.join(skipped)}")
+    run.notes += failed
     if args.quick:
         run.notes.append("--quick: short windows and few trials; figures are rough")
     run.meta["Duration"] = f"{(time.monotonic() - clock) / 60:.1f} min for the whole run"
@@ -149,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         log(f"wrote {out}")
-    return 0
+    return 1 if failed else 0
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:

@@ -50,6 +50,8 @@ def _run() -> Run:
             load.append(_row(DIRECT, model, c, t * 1.5, p50 * 0.5, p99 * 0.5))
             load.append(_row(PYTRITON, model, c, t / 6, p50 * 2, p99 * 20))
     load[-1].stalls = 12  # PyTriton mnist_cnn c=64
+    load[0].server_ms, load[0].overhead_ms = 0.8, 0.2  # gateway mnist_mlp c=1: avg 1.1 ms
+    load[0].batch_sizes = {1: 900, 2: 3}
     ort = [OrtRow(b, 1000, r, 0.07 * b ** 0.3, 0.1 * b ** 0.3, 0.08, model)
            for model in ("mnist_mlp", "mnist_cnn") for b, r in ((1, 13000.0), (16, 100000.0), (64, 150000.0))]
     return Run(meta={"Command": "`python -m bench`", "Machine": "2 CPUs"}, load=load, ort=ort,
@@ -121,6 +123,8 @@ def test_render_markdown() -> None:
     assert "| gateway | 16 | 2,400.0 | 4.00 | 8.00 | 0.50 | 0.200 | 8.00 | 0.600 | 2,000 | 92 |" in lines
     assert "![p50 and p99 latency against throughput, one line per system and model](benchmarks-latency.png)" in lines
     assert "- PyTriton mnist_cnn c=4: Failed to obtain stable" in lines
+    assert "| gateway | 1 | 1.10 | 0.30 | 0.20 | 0.50 | 0.200 |" in lines  # client avg, outside, handler, queue, compute
+    assert "- gateway c=1: 1×900, 2×3" in lines
     ratio = next(line for line in lines if line.startswith("- mnist_mlp: gateway unary ÷ PyTriton"))
     assert "c=16: throughput ×6.00, p50 ×0.50, p99 ×0.05" in ratio
     assert any(line.startswith("- mnist_mlp: gateway unary at c=64 ÷ raw ORT best (batch 64): 3,000 / 150,000")
