@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.raw_ort import session
+from bench.raw_ort import service_threads, session
 from bench.stack import ROOT, log, running_stack
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -78,30 +78,30 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
         for model in [m for m in models if m.startswith("mnist_")]:
             labels, probs = client.classify(images, model)
             cpu = session(specs[model].model_file, 1, 1, [CPU]).run(None, {"image": np.stack(images)})[0]
-            diff = float(np.abs(cpu - probs).max())
+            diff, same = float(np.abs(cpu - probs).max()), bool((cpu.argmax(1) == labels).all())
             checks.append(Check(f"{model}: {len(images)} sample digits, served ({args.device}) vs CPU",
-                                f"max abs Δp {diff:.2e}, labels {'equal' if (cpu.argmax(1) == labels).all() else 'DIFFER'}",
-                                diff <= args.atol and bool((cpu.argmax(1) == labels).all())))
+                                f"max abs Δp {diff:.2e}, labels {'equal' if same else 'DIFFER'}",
+                                diff <= args.atol and same))
         if "digit_gan" in models:
             digits, seeds = np.arange(10, dtype=np.int64), np.arange(100, 110, dtype=np.int64)
             served = client.generate(digits.tolist(), seeds.tolist())
             cpu = session(specs["digit_gan"].model_file, 1, 1, [CPU]).run(None, {"digit": digits, "seed": seeds})[0]
             diff = float(np.abs(cpu - served).max())
-            checks.append(Check(f"digit_gan: digits 0-9, seeds 100-109, served ({args.device}) vs CPU", f"max abs Δpixel {diff:.2e}",
-                                diff <= args.image_atol))
+            checks.append(Check(f"digit_gan: digits 0-9, seeds 100-109, served ({args.device}) vs CPU",
+                                f"max abs Δpixel {diff:.2e}", diff <= args.image_atol))
         if "translator_de_en" in models:
             from bench.translator import InProcess
 
-            local = InProcess(repo / "translator_de_en", 0, [CPU])
+            local = InProcess(repo / "translator_de_en", service_threads(), [CPU])
             cpu_out = local.translator.translate(SENTENCES, beam_size=5, alpha=local.alpha,
                                                  max_output_len=local.max_output_len)
             gpu_out = client.translate(SENTENCES, beam_size=5)
-            same = sum(c[0] == g[0] for c, g in zip(cpu_out, gpu_out))
+            identical = sum(c[0] == g[0] for c, g in zip(cpu_out, gpu_out))
             close = all(close_translation(c, g, args.score_tolerance) for c, g in zip(cpu_out, gpu_out))
             worst = max(abs(c[1] - g[1]) for c, g in zip(cpu_out, gpu_out))
             checks.append(Check(f"translator_de_en: {len(SENTENCES)} sentences, beam 5, served ({args.device}) vs CPU",
-                                f"{same}/{len(SENTENCES)} identical, max abs Δscore {worst:.2e}",
-                                close and same >= len(SENTENCES) - 1))
+                                f"{identical}/{len(SENTENCES)} identical, max abs Δscore {worst:.2e}",
+                                close and identical >= len(SENTENCES) - 1))
     return checks
 
 

@@ -37,7 +37,10 @@ def stack_env(args: argparse.Namespace) -> dict[str, str]:
 
 def record(run: Run, results: list[LoadRow | LevelFailure]) -> None:
     for result in results:
-        (run.failures if isinstance(result, LevelFailure) else run.load).append(result)  # type: ignore[arg-type]
+        if isinstance(result, LevelFailure):
+            run.failures.append(result)
+        else:
+            run.load.append(result)
 
 
 def ort_part(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> None:
@@ -57,8 +60,9 @@ def model_meta(args: argparse.Namespace, run: Run) -> None:
     for model in args.models:
         spec = load_spec(Path(args.model_repository) / model)
         run.meta[f"Model {model}"] = (
-            f"`{shown(spec.model_file)}` (sha256 {short_digest(spec.model_file)}…); max_batch_size {spec.max_batch_size}, preferred batch "
-            f"sizes {list(spec.preferred_batch_sizes)}, max_queue_delay {spec.max_queue_delay_s * 1e3:g} ms")
+            f"`{shown(spec.model_file)}` (sha256 {short_digest(spec.model_file)}…); max_batch_size "
+            f"{spec.max_batch_size}, preferred batch sizes {list(spec.preferred_batch_sizes)}, max_queue_delay "
+            f"{spec.max_queue_delay_s * 1e3:g} ms")
 
 
 def stack_part(args: argparse.Namespace, run: Run, settings: PerfSettings) -> None:
@@ -81,8 +85,8 @@ def stack_part(args: argparse.Namespace, run: Run, settings: PerfSettings) -> No
 def profile_under_load(args: argparse.Namespace, settings: PerfSettings, url: str, group: perf.ProcessGroup) -> str:
     """py-spy on the gateway and the model service while perf_analyzer holds c=16 unary on the first model."""
     model = args.models[0]
-    wanted = {"gateway": "gateway", f"model service {model}": f"model service {model}"}
-    pids = {name: pid for pid, reading in group.sample().items() for name in wanted if reading.label == name}
+    wanted = ("gateway", f"model service {model}")
+    pids = {reading.label: pid for pid, reading in group.sample().items() if reading.label in wanted}
     py_spy = profile.find_py_spy(ROOT / ".bench" / "py-spy")
     window = max(1000, int(args.profile_seconds * 1000))
     target = Target(GATEWAY, url, group, window, 100.0)
@@ -107,7 +111,8 @@ def triton_part(args: argparse.Namespace, run: Run, settings: PerfSettings, thre
     with running_pytriton(python, models, threads, args.ready_timeout) as peer:
         run.meta["PyTriton"] = (f"{PYTRITON_REQ.split('==')[0]} {venv_version(python, 'nvidia-pytriton')} "
                                 f"(tritonserver {peer.server_version()}, Python backend; onnxruntime "
-                                f"{venv_version(python, 'onnxruntime')} inside the bound functions) in {shown(args.triton_venv)}, "
+                                f"{venv_version(python, 'onnxruntime')} inside the bound functions) in "
+                                f"{shown(args.triton_venv)}, "
                                 f"Debian's {args.triton_base_python}; same ONNX files, same max_batch_size, preferred "
                                 f"batch sizes and max_queue_delay, ORT threads {threads[0]} / {threads[1]}, no spinning; "
                                 f"windows of {args.triton_window_ms} ms, stability {args.triton_stability:g}%")
@@ -123,9 +128,7 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
     pairs = translator.test_pairs(Path(args.data_dir), limit)
     sources = [de for de, _ in pairs]
     model_dir = Path(args.model_repository) / TRANSLATOR
-    from services.settings import ModelServiceSettings
-
-    threads = ModelServiceSettings().intra_op_threads  # what the service hands its Translator
+    threads = raw_ort.service_threads()
     local = translator.InProcess(model_dir, threads, providers(args.device))
     batch_size = local.batch_size
     lengths = local.source_lengths(sources)
@@ -142,7 +145,6 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
     run.translator = translator.summarise(pairs, lengths, single, batch, served, args.translator_clients,
                                           args.beam_size, batch_size)
     run.meta["Translator"] = (f"`{shown(model_dir)}` "
-                              f"(services.translation.Translator in-process, intra-op threads "
-                              f"{threads or 'ONNX Runtime decides'} as the service's setting); {len(pairs)} test "
-                              f"sentences of {shown(args.data_dir)}")
+                              f"(services.translation.Translator in-process, the model service's ORT threads "
+                              f"{threads[0]} / {threads[1]}); {len(pairs)} test sentences of {shown(args.data_dir)}")
 

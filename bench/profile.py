@@ -47,7 +47,10 @@ def parse_raw(text: str) -> Counter[tuple[str, ...]]:
     return stacks
 
 
-def top_frames(stacks: Mapping[tuple[str, ...], int], n: int = 12) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
+Ranked = list[tuple[str, int]]
+
+
+def top_frames(stacks: Mapping[tuple[str, ...], int], n: int = 12) -> tuple[int, Ranked, Ranked]:
     """(total samples, top self frames, top inclusive frames), counts in samples."""
     total = sum(stacks.values())
     own: Counter[str] = Counter()

@@ -36,8 +36,8 @@ def service_threads() -> tuple[int, int]:
     return intra, settings.inter_op_threads
 
 
-def session(model_file: Path, intra: int, inter: int,
-            providers: Sequence[str] = ("CPUExecutionProvider",)) -> onnxruntime.InferenceSession:
+def session_options(intra: int, inter: int) -> onnxruntime.SessionOptions:
+    """The model service's options: its thread counts, and no spin-waiting pool threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -45,7 +45,14 @@ def session(model_file: Path, intra: int, inter: int,
     options.inter_op_num_threads = inter
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(model_file), sess_options=options, providers=list(providers))
+    return options
+
+
+def session(model_file: Path, intra: int, inter: int,
+            providers: Sequence[str] = ("CPUExecutionProvider",)) -> onnxruntime.InferenceSession:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model_file), sess_options=session_options(intra, inter), providers=list(providers))
 
 
 def run_ort(model: str, model_file: Path, input_name: str, item_shape: Sequence[int], batches: Sequence[int],

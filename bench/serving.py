@@ -124,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tensorgate-perf-") as workdir:
             settings = PerfSettings(find_perf_analyzer(args.perf_analyzer), Path(workdir), args.max_trials,
                                     args.level_timeout, args.stall_ms, args.verbose)
-            for name, skipped, step in steps:
-                if skipped:
+            for name, skip, step in steps:
+                if skip:
                     continue
                 try:  # one broken part must not cost the others of a long run: the page says what failed
                     step(settings)

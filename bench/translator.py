@@ -3,12 +3,14 @@
 Sentences: the held-out Ding test split the training job scores on (training.data.ding: fetched
 with `apt-get download` when missing). Served: N client threads, each sending one sentence per
 ModelInfer (beam 5) and the next as soon as the answer is in. In-process: services.translation's
-Translator over the same model folder, once one sentence per call and once all sentences in one
-call (sorted batches of 32), with the model config's alpha and output limit, as the service uses.
+Translator over the same model folder with the model service's session options, once one sentence
+per call and once all sentences in one call (sorted batches of 32), with the model config's alpha and
+output limit, as the service uses.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.raw_ort import session_options
 from bench.results import TranslatorResult
 from bench.stack import log
 
@@ -62,12 +65,16 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, s
 class InProcess:
     """services.translation.Translator with the model config's search settings."""
 
-    def __init__(self, model_dir: Path, threads: int, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+    def __init__(self, model_dir: Path, threads: tuple[int, int],
+                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
         from services.repository import load_spec
         from services.translation import Translator
 
         spec = load_spec(model_dir)
-        self.translator = Translator(spec.path, list(providers), threads)
+        if "session_options" in inspect.signature(Translator).parameters:  # the service's own options
+            self.translator = Translator(spec.path, list(providers), session_options=session_options(*threads))
+        else:  # a Translator that takes a thread count only (ORT's spinning stays on, as in that service)
+            self.translator = Translator(spec.path, list(providers), threads[0])
         self.alpha = float(spec.parameters.get("alpha", self.translator.default_alpha))
         self.max_output_len = int(spec.parameters.get("max_output_len", self.translator.max_target_len))
         self.batch_size = spec.max_batch_size or 32
