@@ -204,8 +204,9 @@ def measure_level(target: Target, model: str, concurrency: int, settings: PerfSe
     # perf_analyzer's own advice for a level that does not settle: longer windows; and looser stability.
     for attempt, stability in enumerate((target.stability, 2 * target.stability)):
         csv_path.unlink(missing_ok=True)
-        window = replace(target, window_ms=target.window_ms * (1 + attempt))
-        argv = perf_analyzer_argv(settings.binary, window, model, concurrency, csv_path, export_path, stability,
+        export_path.unlink(missing_ok=True)
+        this_try = replace(target, window_ms=target.window_ms * (1 + attempt))
+        argv = perf_analyzer_argv(settings.binary, this_try, model, concurrency, csv_path, export_path, stability,
                                   settings.max_trials)
         counters_before = settled_counters(target.url, model, target.headers)
         cpu_before = target.processes.sample()
@@ -219,7 +220,8 @@ def measure_level(target: Target, model: str, concurrency: int, settings: PerfSe
         if code == 0 and csv_path.exists():
             break
         reason = output.strip().splitlines()[-1] if output.strip() else f"exit {code}"
-        log(f"  {target.system} {model} c={concurrency}: perf_analyzer failed at stability {stability:g}% ({reason})")
+        log(f"  {target.system} {model} c={concurrency}: perf_analyzer failed with {this_try.window_ms} ms windows at "
+            f"stability {stability:g}% ({reason})")
     else:
         return LevelFailure(target.system, model, concurrency, reason)
     (row,) = parse_perf_csv(csv_path.read_text())

@@ -53,7 +53,7 @@ def label(argv: Sequence[str]) -> str:
         return "tritonserver"
     if base == "triton_python_backend_stub":
         return f"backend stub {argv[-2]}" if len(argv) >= 3 else "backend stub"
-    if "pytriton_server.py" in joined:
+    if "bench.pytriton_server" in argv:
         return "PyTriton (bound functions)"
     if "multiprocessing" in joined:
         return "PyTriton helpers"

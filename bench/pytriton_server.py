@@ -1,8 +1,11 @@
 """The PyTriton peer's server: Triton (through nvidia-pytriton) serving ONNX files with ONNX Runtime
 inside its Python backend, one bound function per model.
 
-Run by bench.triton with the Python of the PyTriton virtualenv (Debian's python3.11), so it imports
-only pytriton, numpy and onnxruntime, never the project. Each model is given as a JSON object
+Run by bench.triton as `python -m bench.pytriton_server` from the checkout (as a module, so the
+folder bench/ is not put first on sys.path, where its profile.py would hide the standard library's)
+with the Python of the PyTriton virtualenv (Debian's python3.11), which has
+pytriton, numpy and onnxruntime but not the project's dependencies: of the project it imports only
+bench.raw_ort's session (the model service's session options). Each model is given as a JSON object
 (name, file, input and output names and item shapes, max_batch_size, preferred batch sizes,
 max_queue_delay_us) copied from the model's config.pbtxt by the caller; thread settings are the
 model service's. The access token comes from the environment (BENCH_TRITON_TOKEN), so it never
@@ -17,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,17 +29,9 @@ from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
+from bench.raw_ort import session
+
 READY = "PYTRITON READY"
-
-
-def session(path: str, intra: int, inter: int) -> ort.InferenceSession:
-    """The model service's session options: its thread counts, and no spin-waiting pool threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra
-    options.inter_op_num_threads = inter
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def infer_function(sess: ort.InferenceSession, input_name: str, output_name: str) -> Callable[..., Any]:
@@ -72,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 security_config=TritonSecurityConfig(access_token=token)) as triton:
         for text in args.model:
             m = json.loads(text)
-            sess = session(m["file"], args.intra_op_threads, args.inter_op_threads)
+            sess = session(Path(m["file"]), args.intra_op_threads, args.inter_op_threads)
             batcher = DynamicBatcher(max_queue_delay_microseconds=int(m["max_queue_delay_us"]),
                                      preferred_batch_size=list(m["preferred_batch_sizes"]) or None)
             triton.bind(

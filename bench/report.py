@@ -193,6 +193,9 @@ def render_markdown(run: Run, plot_name: str | None = None) -> str:
             if batches:
                 parts += ["Executions per batch size through the gateway (size×count, ModelStatistics over the "
                           "whole level):", "", *batches, ""]
+    sources = dict.fromkeys(f"{r.system}: {r.count_source}" for r in run.load if r.count_source)
+    if sources:
+        parts += ["Requests counted over each level (the CPU span): " + "; ".join(sources) + ".", ""]
     if plot_name:
         parts += [f"![p50 and p99 latency against throughput, one line per system and model]({plot_name})", ""]
     if run.failures:

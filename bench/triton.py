@@ -3,7 +3,7 @@
 PyTriton's Python backend stub links the system libpython3.11, so it runs from a virtualenv made
 with Debian's own python3.11 (package python3-venv), kept under .bench/ and built on first use:
 nvidia-pytriton, the onnxruntime version of this virtualenv, numpy. The server script
-(bench/pytriton_server.py) binds one function per model that runs the model's ONNX file with
+(bench.pytriton_server) binds one function per model that runs the model's ONNX file with
 ONNX Runtime, with the model's batching settings and the model service's thread settings.
 Restricted endpoints (statistics, which perf_analyzer reads) want an access token header.
 """
@@ -29,8 +29,8 @@ from bench.stack import ROOT, free_ports, log
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
-SERVER_SCRIPT = Path(__file__).resolve().parent / "pytriton_server.py"
-READY = "PYTRITON READY"  # what pytriton_server.py prints once every model is loaded
+SERVER_MODULE = "bench.pytriton_server"
+READY = "PYTRITON READY"  # what bench.pytriton_server prints once every model is loaded
 
 
 def requirements(onnxruntime_version: str) -> list[str]:
@@ -85,14 +85,14 @@ def model_entry(model_repository: Path, name: str) -> dict[str, Any]:
 
 
 class PyTritonPeer:
-    """pytriton_server.py as a child process on free ports; its whole process tree serves."""
+    """bench.pytriton_server as a child process on free ports; its whole process tree serves."""
 
     def __init__(self, python: Path, models: Sequence[dict[str, Any]], threads: tuple[int, int], state: Path) -> None:
         self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
         self.token = secrets.token_urlsafe(24)
         self.state = state
         self.log_path = state / "pytriton.log"
-        self.argv = [str(python), str(SERVER_SCRIPT), "--grpc-port", str(self.grpc_port),
+        self.argv = [str(python), "-m", SERVER_MODULE, "--grpc-port", str(self.grpc_port),
                      "--http-port", str(self.http_port), "--metrics-port", str(self.metrics_port),
                      "--intra-op-threads", str(threads[0]), "--inter-op-threads", str(threads[1]),
                      "--workspace", str(state / "workspace")]

@@ -31,7 +31,7 @@ def test_parse_rss() -> None:
     (["/ws/tritonserver/bin/tritonserver", "--grpc-port", "1"], "tritonserver"),
     (["/ws/backends/python/triton_python_backend_stub", "/tmp/m.py", "shm", "1", "2", "3", "/b", "336",
       "mnist_mlp_0_0", "DEFAULT"], "backend stub mnist_mlp_0_0"),
-    (["/x/.bench/pytriton/bin/python", "/x/bench/pytriton_server.py", "--model", "{}"], "PyTriton (bound functions)"),
+    (["/x/.bench/pytriton/bin/python", "-m", "bench.pytriton_server", "--model", "{}"], "PyTriton (bound functions)"),
     ([], "?"),
 ])
 def test_labels(argv: list[str], expected: str) -> None:

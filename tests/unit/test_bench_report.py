@@ -125,6 +125,8 @@ def test_render_markdown() -> None:
     assert "- PyTriton mnist_cnn c=4: Failed to obtain stable" in lines
     assert "| gateway | 1 | 1.10 | 0.30 | 0.20 | 0.50 | 0.200 |" in lines  # client avg, outside, handler, queue, compute
     assert "- gateway c=1: 1×900, 2×3" in lines
+    assert any(line.startswith("Requests counted over each level (the CPU span): gateway: ModelStatistics success")
+               for line in lines)
     ratio = next(line for line in lines if line.startswith("- mnist_mlp: gateway unary ÷ PyTriton"))
     assert "c=16: throughput ×6.00, p50 ×0.50, p99 ×0.05" in ratio
     assert any(line.startswith("- mnist_mlp: gateway unary at c=64 ÷ raw ORT best (batch 64): 3,000 / 150,000")
