@@ -71,7 +71,8 @@ say "onnxruntime-gpu $("$PY" -c 'import onnxruntime; print(onnxruntime.__version
 
 # 3. The stack on CUDA against CPU.
 say "python -m bench.gpu (stack with TENSORGATE_MODEL_DEVICE=cuda; providers; outputs vs CPU)"
-timeout "$(left)" "$PY" -m bench.gpu --device cuda --out "$CHECKS" || fail "the CUDA checks failed (table above)"
+budget=$(left)
+timeout "$budget" "$PY" -m bench.gpu --device cuda --out "$CHECKS" || fail "the CUDA checks failed (table above)"
 
 # 4. The benchmark on CUDA, quick mode.
 extra=()
@@ -79,6 +80,7 @@ if [ ! -f data/ding/de-en ]; then
   timeout 120 make data-ding >/dev/null 2>&1 || { say "no Ding data here: the translator part is skipped"; extra+=(--skip-translator); }
 fi
 say "python -m bench --quick --device cuda -> ${OUT}"
-timeout "$(left)" "$PY" -m bench --quick --device cuda --skip-triton --section "$CHECKS" --out "$OUT" ${extra[@]+"${extra[@]}"} \
+budget=$(left)
+timeout "$budget" "$PY" -m bench --quick --device cuda --skip-triton --section "$CHECKS" --out "$OUT" ${extra[@]+"${extra[@]}"} \
   || fail "the benchmark did not finish within the budget or failed"
 say "done: ${OUT} (and $(dirname "$OUT")/$(basename "$OUT" .md)-latency.png)"
