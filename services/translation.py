@@ -1,19 +1,20 @@
 """German -> English translation around two ONNX graphs: sentencepiece encode,
 `encoder.onnx`, greedy or beam search over `decoder_step.onnx`, decode.
 
-The search is plain numpy over a `StepModel` (encode + one decoder step), so
-the training job runs the very same code over its PyTorch model to show
-that the ONNX path loses nothing. All beams of all sentences of a batch go
-through one decoder call per time step.
+The search is plain numpy over a `StepModel` (encode + one decoder step), so the training job
+runs the very same code over its PyTorch model to show that the ONNX path loses nothing. Its
+math lives in services.translation_search (one vectorised step for every running sentence), the
+running batch in services.translation_scheduler: `Translator.translate` queues all sentences at
+once, shortest first, and the model service feeds the same scheduler as requests arrive. All
+live beams of all running sentences go through one decoder call per time step; a sentence
+leaves the batch the step it is done.
 
 Scores are length-normalised log-probabilities (GNMT / Sockeye):
     score = sum(log p(token)) / ((5 + length) / 6) ** alpha
-with `length` counting the target tokens including the end-of-sentence one.
-Beam search takes the 2k best continuations per sentence: those among the
-best k that end in EOS become finished hypotheses, the best k not ending in
-EOS stay in the beam (so beam size 1 is greedy search); a
-sentence is done when it has k finished hypotheses (fairseq's rule) or the
-length limit is reached (then EOS is forced).
+with `length` counting the target tokens including the end-of-sentence one; the search rule
+(fairseq's for finished hypotheses, beam size 1 being greedy search, EOS forced at the length
+limit) is written down in services.translation_search. The limit of a sentence is
+min(max_target_len, 2 * its source tokens (EOS included) + 10, max_output_len).
 
 The model folder holds encoder.onnx, decoder_step.onnx, sentencepiece.model
 and manifest.json (names, state layout, special ids, the tokenizer's SHA-256).
@@ -24,158 +25,62 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import sentencepiece as spm
 
-Arrays = dict[str, np.ndarray]
-NEG_INF = np.float32(-1e30)
+from services.translation_rows import HostRows, Rows
+from services.translation_scheduler import Scheduler, Sentence
+from services.translation_search import (NEG_INF, Arrays, Hypothesis, StepModel, length_penalty,
+                                         search_limit)
 
-
-def length_penalty(length: np.ndarray | int, alpha: float) -> np.ndarray:
-    """GNMT's ((5 + length) / 6) ** alpha."""
-    return np.power((5.0 + np.asarray(length, dtype=np.float64)) / 6.0, alpha)
-
-
-class StepModel(Protocol):
-    """What the search needs from a model, in numpy."""
-
-    eos_id: int
-    bos_id: int
-    # decoder state name -> its batch axis, e.g. {"state_h": 1, "state_c": 1, "feed": 0}
-    state_axes: dict[str, int]
-
-    def encode(self, src: np.ndarray, src_mask: np.ndarray) -> tuple[Arrays, Arrays]:
-        """src (B, S) int64, src_mask (B, S) float32 -> (context, initial states).
-        Context arrays (memory, keys, src_mask) have the batch on axis 0."""
-        ...
-
-    def step(self, prev: np.ndarray, states: Arrays, context: Arrays) -> tuple[np.ndarray, Arrays]:
-        """prev (N,) int64 -> log-probabilities (N, V) float32 and the next states."""
-        ...
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    tokens: list[int]  # without BOS and EOS
-    score: float  # length-normalised log-probability
-
-
-def _take(states: Arrays, axes: dict[str, int], rows: np.ndarray) -> Arrays:
-    return {name: np.take(value, rows, axis=axes[name]) for name, value in states.items()}
-
-
-def greedy_search(model: StepModel, src: np.ndarray, src_mask: np.ndarray, max_len: int,
-                  alpha: float) -> list[Hypothesis]:
-    """Most likely token at each step, all sentences of the batch at once."""
-    context, states = model.encode(src, src_mask)
-    batch = src.shape[0]
-    prev = np.full(batch, model.bos_id, dtype=np.int64)
-    total = np.zeros(batch, dtype=np.float64)
-    lengths = np.zeros(batch, dtype=np.int64)
-    done = np.zeros(batch, dtype=bool)
-    tokens: list[list[int]] = [[] for _ in range(batch)]
-    for t in range(max_len):
-        log_probs, states = model.step(prev, states, context)  # (B, V)
-        if t == max_len - 1:  # the limit: end every sentence now
-            keep = log_probs[:, model.eos_id].copy()
-            log_probs = np.full_like(log_probs, NEG_INF)
-            log_probs[:, model.eos_id] = keep
-        best = log_probs.argmax(axis=1)
-        for b in np.flatnonzero(~done):
-            total[b] += float(log_probs[b, best[b]])
-            lengths[b] += 1
-            if best[b] == model.eos_id:
-                done[b] = True
-            else:
-                tokens[b].append(int(best[b]))
-        if done.all():
-            break
-        prev = best.astype(np.int64)
-    scores = total / length_penalty(lengths, alpha)
-    return [Hypothesis(tokens[b], float(scores[b])) for b in range(batch)]
+__all__ = ["NEG_INF", "Arrays", "Hypothesis", "OnnxStepModel", "StepModel", "Translator",
+           "beam_search", "greedy_search", "length_penalty", "search_limit", "sha256_of"]
 
 
 def beam_search(model: StepModel, src: np.ndarray, src_mask: np.ndarray, beam_size: int,
                 max_len: int, alpha: float) -> list[Hypothesis]:
-    """Beam search over the whole batch; returns the best finished hypothesis per sentence."""
+    """Beam search over a padded batch, src (B, S) and src_mask (B, S), every sentence limited
+    to `max_len` steps; the best finished hypothesis per sentence."""
     if beam_size < 1:
         raise ValueError("beam_size must be >= 1")
-    k = beam_size
-    context, states = model.encode(src, src_mask)
-    batch = src.shape[0]
-    # Every sentence's rows repeated k times: row b * k + j is beam j of sentence b.
-    rows = np.repeat(np.arange(batch), k)
-    context = {name: value[rows] for name, value in context.items()}
-    states = _take(states, model.state_axes, rows)
-    scores = np.full((batch, k), NEG_INF, dtype=np.float64)
-    scores[:, 0] = 0.0  # only beam 0 is live at the start, so no duplicates
-    history = np.zeros((batch, k, 0), dtype=np.int64)
-    prev = np.full(batch * k, model.bos_id, dtype=np.int64)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = np.zeros(batch, dtype=bool)
-    for t in range(max_len):
-        log_probs, states = model.step(prev, states, context)  # (B k, V)
-        vocab = log_probs.shape[1]
-        if t == max_len - 1:
-            keep = log_probs[:, model.eos_id].copy()
-            log_probs = np.full_like(log_probs, NEG_INF)
-            log_probs[:, model.eos_id] = keep
-        candidates = (scores[:, :, None] + log_probs.reshape(batch, k, vocab)).reshape(batch, -1)
-        width = min(2 * k, candidates.shape[1])
-        top = np.argpartition(-candidates, width - 1, axis=1)[:, :width]  # (B, 2k)
-        order = np.argsort(-np.take_along_axis(candidates, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        beam_of, token_of = top // vocab, top % vocab
-        top_scores = np.take_along_axis(candidates, top, axis=1)
-        next_beam = np.zeros((batch, k), dtype=np.int64)
-        next_token = np.full((batch, k), model.eos_id, dtype=np.int64)
-        next_scores = np.full((batch, k), NEG_INF, dtype=np.float64)
-        for b in range(batch):
-            if done[b]:
-                continue
-            live = 0
-            for j in range(width):
-                score = float(top_scores[b, j])
-                if score <= NEG_INF / 2:
-                    break
-                if token_of[b, j] == model.eos_id:
-                    # As fairseq: only an EOS among the k best finishes a hypothesis.
-                    if j < k and len(finished[b]) < k:
-                        tokens = history[b, beam_of[b, j]].tolist()
-                        normed = score / float(length_penalty(t + 1, alpha))
-                        finished[b].append(Hypothesis(tokens, normed))
-                elif live < k:
-                    next_beam[b, live], next_token[b, live] = beam_of[b, j], token_of[b, j]
-                    next_scores[b, live] = score
-                    live += 1
-            if len(finished[b]) >= k or live == 0:
-                done[b] = True
-        if done.all():
-            break
-        history = np.concatenate([np.take_along_axis(history, next_beam[:, :, None], axis=1),
-                                  next_token[:, :, None]], axis=2)
-        scores = next_scores
-        states = _take(states, model.state_axes,
-                       (np.arange(batch)[:, None] * k + next_beam).reshape(-1))
-        prev = next_token.reshape(-1)
-    return [max(hyps, key=lambda h: h.score) if hyps else Hypothesis([], float(NEG_INF))
-            for hyps in finished]
+    sentences = [Sentence(row[mask > 0].tolist(), beam_size, max_len, owner=i)
+                 for i, (row, mask) in enumerate(zip(src, src_mask))]
+    scheduler = Scheduler(HostRows(model), model.bos_id, model.eos_id, pad_id=0, alpha=alpha,
+                          max_len=max_len, max_sentences=len(sentences), max_tokens=2**62)
+    return [hyp for _, hyp in sorted(run_to_end(scheduler, sentences), key=lambda r: r[0].owner)]
+
+
+def greedy_search(model: StepModel, src: np.ndarray, src_mask: np.ndarray, max_len: int,
+                  alpha: float) -> list[Hypothesis]:
+    """The most likely token at each step: beam search with one beam."""
+    return beam_search(model, src, src_mask, 1, max_len, alpha)
+
+
+def run_to_end(scheduler: Scheduler, sentences: Sequence[Sentence]
+               ) -> list[tuple[Sentence, Hypothesis]]:
+    """Queue all sentences and step until every one is done (the first failure is raised)."""
+    for sentence in sentences:
+        scheduler.add(sentence)
+    results: list[tuple[Sentence, Hypothesis]] = []
+    while scheduler.busy:
+        outcome = scheduler.step()
+        if outcome.failed:
+            raise outcome.failed[0][1]
+        results += outcome.done
+    return results
 
 
 class OnnxStepModel:
     """StepModel over encoder.onnx and decoder_step.onnx, as the manifest names them."""
 
     def __init__(self, model_dir: Path, manifest: dict[str, Any], providers: list[str],
-                 threads: int) -> None:
-        options = ort.SessionOptions()
-        if threads > 0:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+                 options: ort.SessionOptions) -> None:
+        self.model_dir, self.manifest = model_dir, manifest
+        self.providers, self.session_options = providers, options
         self.encoder = ort.InferenceSession(str(model_dir / manifest["encoder"]["file"]),
                                             sess_options=options, providers=providers)
         self.decoder = ort.InferenceSession(str(model_dir / manifest["decoder_step"]["file"]),
@@ -206,12 +111,25 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def thread_options(threads: int) -> ort.SessionOptions:
+    """Session options for `threads` intra-op threads (0: ONNX Runtime decides); the model
+    service passes its own (services.modelservice.runners.base.session_options)."""
+    options = ort.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
 class Translator:
     """German sentences in, English sentences and scores out."""
 
     def __init__(self, model_dir: Path, providers: list[str] | None = None, threads: int = 0,
-                 model: StepModel | None = None) -> None:
-        """`model` replaces the ONNX graphs (the training job passes its PyTorch model)."""
+                 model: StepModel | None = None, session_options: ort.SessionOptions | None = None,
+                 io_binding: bool = False) -> None:
+        """`model` replaces the ONNX graphs (the training job passes its PyTorch model);
+        `session_options` replaces `threads`; `io_binding` keeps the decoder's inputs on the
+        execution provider's device between steps (translation_device; ONNX graphs only)."""
         self.model_dir = Path(model_dir)
         self.manifest: dict[str, Any] = json.loads((self.model_dir / "manifest.json").read_text())
         spm_info = self.manifest["sentencepiece"]
@@ -226,38 +144,60 @@ class Translator:
         self.max_target_len = int(self.manifest["max_target_len"])
         self.default_alpha = float(self.manifest.get("search", {}).get("default_alpha", 0.6))
         self.model: StepModel = model if model is not None else OnnxStepModel(
-            self.model_dir, self.manifest, providers or ["CPUExecutionProvider"], threads)
+            self.model_dir, self.manifest, providers or ["CPUExecutionProvider"],
+            session_options or thread_options(threads))
+        if io_binding and not isinstance(self.model, OnnxStepModel):
+            raise ValueError("io_binding needs the ONNX graphs")
+        self.io_binding = io_binding
+
+    def source_ids(self, sentence: str) -> list[int]:
+        """Token ids + EOS, truncated to max_source_len."""
+        return list(self.tokenizer.EncodeAsIds(sentence))[:self.max_source_len - 1] + [self.eos_id]
+
+    def limit(self, ids: Sequence[int], max_output_len: int | None = None) -> int:
+        return search_limit(len(ids), self.max_target_len, max_output_len)
 
     def encode_batch(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids + EOS, truncated to max_source_len, padded: (B, S) ids and mask."""
-        ids = [list(self.tokenizer.EncodeAsIds(s))[:self.max_source_len - 1] + [self.eos_id]
-               for s in sentences]
+        ids = [self.source_ids(s) for s in sentences]
         width = max(len(i) for i in ids)
         src = np.full((len(ids), width), self.pad_id, dtype=np.int64)
         for row, seq in enumerate(ids):
             src[row, :len(seq)] = seq
         return src, (src != self.pad_id).astype(np.float32)
 
+    def rows(self) -> Rows:
+        """A fresh store for a running batch's decoder inputs."""
+        if self.io_binding:
+            from services.translation_device import BoundRows  # builds extra graphs: only if asked
+
+            assert isinstance(self.model, OnnxStepModel)
+            return BoundRows(self.model)
+        return HostRows(self.model)
+
+    def scheduler(self, alpha: float, max_sentences: int, max_tokens: int) -> Scheduler:
+        """A running batch over this translator's model (see translation_scheduler)."""
+        return Scheduler(self.rows(), self.model.bos_id, self.model.eos_id, self.pad_id, alpha,
+                         self.max_target_len, max_sentences, max_tokens)
+
     def translate(self, sentences: Sequence[str], beam_size: int = 5, alpha: float | None = None,
-                  max_output_len: int | None = None, batch_size: int = 32
-                  ) -> list[tuple[str, float]]:
+                  max_output_len: int | None = None, batch_size: int = 32,
+                  max_tokens: int | None = None) -> list[tuple[str, float]]:
         """(English text, length-normalised log-probability) per German sentence;
-        beam_size 1 is greedy search; alpha defaults to the manifest's (chosen on validation)."""
+        beam_size 1 is greedy search; alpha defaults to the manifest's (chosen on validation).
+        At most `batch_size` sentences (and `max_tokens` beams x source tokens) decode at once,
+        the shortest first, a waiting one joining whenever a running one is done."""
         if not sentences:
             return []
+        if beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
         alpha = self.default_alpha if alpha is None else alpha
-        lengths = [len(self.tokenizer.EncodeAsIds(s)) for s in sentences]
-        order = sorted(range(len(sentences)), key=lambda i: lengths[i])  # less padding
+        ids = [self.source_ids(s) for s in sentences]
+        order = sorted(range(len(sentences)), key=lambda i: len(ids[i]))  # less padding
+        queue = [Sentence(ids[i], beam_size, self.limit(ids[i], max_output_len), owner=i)
+                 for i in order]
+        scheduler = self.scheduler(alpha, batch_size, max_tokens or 2**62)
         results: list[tuple[str, float]] = [("", 0.0)] * len(sentences)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            src, mask = self.encode_batch([sentences[i] for i in chunk])
-            limit = min(self.max_target_len, 2 * src.shape[1] + 10)
-            if max_output_len is not None:
-                limit = min(limit, max_output_len)
-            limit = max(1, limit)
-            hyps = (greedy_search(self.model, src, mask, limit, alpha) if beam_size == 1
-                    else beam_search(self.model, src, mask, beam_size, limit, alpha))
-            for i, hyp in zip(chunk, hyps):
-                results[i] = (self.tokenizer.DecodeIds(hyp.tokens), hyp.score)
+        for sentence, hyp in run_to_end(scheduler, queue):
+            results[sentence.owner] = (self.tokenizer.DecodeIds(hyp.tokens), hyp.score)
         return results
