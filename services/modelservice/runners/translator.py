@@ -1,50 +1,284 @@
 """The translator as a model service runs it: `text` BYTES [N] -> `translation` BYTES [N], `score` FP32 [N].
 
-Selected by the config parameter `runner: "translator"`. The search (sentencepiece, encoder,
-batched beam search over the decoder step) is services.translation's, the code the training job
-evaluated; this class only adapts it to the batch-of-tensors interface of `Model`.
+Selected by the config parameter `runner: "translator"`. A continuous-batching runner: one
+thread (`DecodeLoop`) owns a services.translation_scheduler.Scheduler and steps it as long as
+anything is waiting or running; requests join it from the event loop with `infer`, and each is
+answered the moment its last sentence is done, whatever else is still decoding. The search is
+services.translation's, the code the training job evaluated.
+
+Config parameters: beam_size (default per request), max_beam_size, alpha, max_output_len,
+max_batch_tokens (the running batch's budget: beam x padded source tokens, summed), io_binding
+(auto | true | false: decoder inputs stay on the device between steps; auto = with CUDA);
+max_batch_size caps the running sentences.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 
-from services.modelservice.runners.base import Model, choose_providers
+from services.modelservice.runners.base import CUDA, ContinuousModel, choose_providers, session_options
 from services.repository import ModelSpec
 from services.settings import ModelServiceSettings
 from services.translation import OnnxStepModel, Translator
+from services.translation_scheduler import Outcome, Scheduler, Sentence
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_BATCH_TOKENS = 8192  # e.g. 32 sentences x beam 5 x 51 source tokens
+QUEUED_BATCHES = 2  # room(): sentences waiting or running, in running batches' worth
 
-class TranslatorModel(Model):
-    def __init__(self, spec: ModelSpec, settings: ModelServiceSettings) -> None:
+
+class Request:
+    """One request's sentences on their way through the decode loop."""
+
+    def __init__(self, size: int, beam: int, on_done: Callable[[Request], None]) -> None:
+        self.size, self.beam = size, beam
+        self.translations = np.empty(size, dtype=object)  # (N,) UTF-8 bytes
+        self.scores = np.zeros(size, dtype=np.float32)  # (N,)
+        self.remaining = size
+        self.error: BaseException | None = None
+        self.keys: set[int] = set()  # the scheduler's keys of its sentences
+        self.on_done = on_done
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        return {"translation": self.translations, "score": self.scores}
+
+
+class DecodeLoop:
+    """The thread that owns the scheduler. Other threads submit and cancel; results go back
+    through each request's `on_done`, called on this thread (exactly once per request, unless
+    it was cancelled)."""
+
+    def __init__(self, translator: Translator, scheduler: Scheduler, max_output_len: int | None,
+                 max_pending: int) -> None:
+        self.translator, self.scheduler = translator, scheduler
+        self.max_output_len, self.max_pending = max_output_len, max_pending
+        self._cond = threading.Condition()
+        self._inbox: list[tuple[Request, list[str]]] = []
+        self._cancels: list[Request] = []
+        self._pending = 0  # sentences submitted and not yet answered, failed or cancelled
+        self._room_waiters: list[Callable[[], None]] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="translator-decode", daemon=True)
+        self._thread.start()
+
+    def room(self) -> int:
+        with self._cond:
+            return max(0, self.max_pending - self._pending)
+
+    def on_room(self, wake: Callable[[], None]) -> None:
+        """Call `wake` (on this thread) as soon as room() > 0; at once if it is already."""
+        with self._cond:
+            if self._pending < self.max_pending:
+                wake()
+            else:
+                self._room_waiters.append(wake)
+
+    def submit(self, sentences: list[str], beam: int, on_done: Callable[[Request], None]) -> Request:
+        request = Request(len(sentences), beam, on_done)
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the translator is closed")
+            self._inbox.append((request, sentences))
+            self._pending += request.size
+            self._cond.notify()
+        return request
+
+    def cancel(self, request: Request) -> None:
+        """Stop working on a request nobody waits for any more (its on_done is not called)."""
+        with self._cond:
+            self._cancels.append(request)
+            self._cond.notify()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        live: dict[int, Request] = {}  # id -> request, for the ones the scheduler holds
+        while True:
+            with self._cond:
+                while not (self._stopping or self._inbox or self._cancels or self.scheduler.busy):
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                inbox, self._inbox = self._inbox, []
+                cancels, self._cancels = self._cancels, []
+            try:
+                for request, sentences in inbox:
+                    live[id(request)] = request
+                    try:
+                        self._queue(request, sentences)
+                    except Exception as err:  # its tokenizer input, say: only this request fails
+                        self._fail(request, err, live)
+                for request in cancels:
+                    if live.pop(id(request), None) is not None:
+                        self.scheduler.cancel(request.keys)
+                        self._release(request.remaining)
+                self._deliver(self.scheduler.step(), live)
+            except Exception as err:  # a bug, not a model error (those come in the Outcome)
+                log.exception("translator decode loop: failing %d requests", len(live))
+                self.scheduler = self.translator.scheduler(
+                    self.scheduler.beams.alpha, self.scheduler.max_sentences, self.scheduler.max_tokens)
+                for request in list(live.values()):
+                    self._fail(request, err, live)
+        closed = RuntimeError("the translator was closed")
+        for request in [*live.values(), *(r for r, _ in self._inbox)]:
+            if request.error is None:
+                request.error = closed
+                request.on_done(request)
+
+    def _queue(self, request: Request, sentences: list[str]) -> None:
+        for i, text in enumerate(sentences):
+            ids = self.translator.source_ids(text)
+            request.keys.add(self.scheduler.add(Sentence(
+                ids, request.beam, self.translator.limit(ids, self.max_output_len), owner=(request, i))))
+
+    def _deliver(self, outcome: Outcome, live: dict[int, Request]) -> None:
+        decode = self.translator.tokenizer.DecodeIds
+        for sentence, hyp in outcome.done:
+            request, i = sentence.owner
+            if id(request) not in live:
+                continue
+            request.translations[i] = decode(hyp.tokens).encode("utf-8")
+            request.scores[i] = hyp.score
+            request.remaining -= 1
+            if request.remaining == 0:
+                del live[id(request)]
+                self._release(request.size)
+                request.on_done(request)
+        for sentence, err in outcome.failed:
+            request, _ = sentence.owner
+            if id(request) in live:
+                self._fail(request, err, live)
+
+    def _fail(self, request: Request, err: BaseException, live: dict[int, Request]) -> None:
+        """The whole request fails with its first error; its other sentences stop."""
+        del live[id(request)]
+        self.scheduler.cancel(request.keys)
+        self._release(request.remaining)
+        request.error = err
+        request.on_done(request)
+
+    def _release(self, sentences: int) -> None:
+        with self._cond:
+            self._pending -= sentences
+            if self._pending < self.max_pending:
+                waiters, self._room_waiters = self._room_waiters, []
+                for wake in waiters:
+                    wake()
+
+
+def _settle(future: asyncio.Future[dict[str, np.ndarray]], request: Request) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if request.error is not None:
+        future.set_exception(request.error)
+    else:
+        future.set_result(request.outputs())
+
+
+def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: object) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        pass
+
+
+def _set_if_pending(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class TranslatorModel(ContinuousModel):
+    def __init__(self, spec: ModelSpec, settings: ModelServiceSettings,
+                 translator: Translator | None = None) -> None:
+        """`translator` replaces the one built from the model folder (tests inject faults)."""
         self.spec = spec
+        params = spec.parameters
         providers = choose_providers(settings.device)
-        self.translator = Translator(spec.path, providers, settings.intra_op_threads)
+        io_binding = params.get("io_binding", "auto")
+        if io_binding not in ("auto", "true", "false"):
+            raise ValueError(f"model '{spec.name}': io_binding must be auto, true or false")
+        self.translator = translator or Translator(
+            spec.path, providers, session_options=session_options(settings),
+            io_binding=io_binding == "true" or (io_binding == "auto" and providers[0] == CUDA))
         if isinstance(self.translator.model, OnnxStepModel):
             self.provider = self.translator.model.decoder.get_providers()[0]
         # Defaults from the config; a request may pick its own beam_size (validation.INT_OPTIONS).
-        self.beam_size = int(spec.parameters.get("beam_size", "5"))
-        self.alpha = float(spec.parameters.get("alpha", "0.6"))
-        self.max_output_len = int(spec.parameters.get("max_output_len", "160"))
-        log.info("translator %s v%s on %s, beam %d, alpha %.2f", spec.name, spec.version, self.provider,
-                 self.beam_size, self.alpha)
+        self.beam_size = int(params.get("beam_size", "5"))
+        self.max_beam_size = int(params.get("max_beam_size", "16"))
+        self.alpha = float(params.get("alpha", "0.6"))
+        self.max_output_len = int(params.get("max_output_len", "160"))
+        self.max_sentences = spec.max_batch_size or 32
+        self.max_tokens = int(params.get("max_batch_tokens", str(DEFAULT_MAX_BATCH_TOKENS)))
+        scheduler = self.translator.scheduler(self.alpha, self.max_sentences, self.max_tokens)
+        self.decoder = DecodeLoop(self.translator, scheduler, self.max_output_len,
+                                  QUEUED_BATCHES * self.max_sentences)
+        log.info("translator %s v%s on %s (io binding %s), beam %d, alpha %.2f, running batch "
+                 "<= %d sentences and %d tokens", spec.name, spec.version, self.provider,
+                 "on" if self.translator.io_binding else "off", self.beam_size, self.alpha,
+                 self.max_sentences, self.max_tokens)
+
+    def _sentences(self, inputs: dict[str, np.ndarray], options: Mapping[str, int] | None
+                   ) -> tuple[list[str], int]:
+        texts = inputs["text"].reshape(-1)  # (N,) of bytes
+        # Invalid UTF-8 is replaced (U+FFFD), not fatal: one bad sentence must not fail a request.
+        sentences = [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in texts]
+        beam = int((options or {}).get("beam_size", self.beam_size))
+        if not 1 <= beam <= self.max_beam_size:
+            raise ValueError(f"beam_size must be 1..{self.max_beam_size}, got {beam}")
+        return sentences, beam
+
+    async def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str], options: Mapping[str, int],
+                    executor: Executor) -> dict[str, np.ndarray]:
+        """Resolves when this request's sentences are all translated. `executor` is not used:
+        the decode loop has its own thread."""
+        sentences, beam = self._sentences(inputs, options)
+        if not sentences:
+            return Request(0, beam, lambda r: None).outputs()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+        request = self.decoder.submit(sentences, beam, lambda r: _call_in(loop, _settle, future, r))
+        try:
+            return await future
+        except asyncio.CancelledError:  # the caller gave up (deadline): stop decoding it
+            self.decoder.cancel(request)
+            raise
+
+    def room(self) -> int:
+        return self.decoder.room()
+
+    async def wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.room() <= 0:
+            future: asyncio.Future[None] = loop.create_future()
+            self.decoder.on_room(lambda: _call_in(loop, _set_if_pending, future))
+            await future
 
     def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
             options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
-        texts = inputs["text"].reshape(-1)  # (N,) of bytes
-        # Invalid UTF-8 is replaced (U+FFFD), not fatal: one bad sentence must not fail its batch.
-        sentences = [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in texts]
-        beam_size = int((options or {}).get("beam_size", self.beam_size))
-        results = self.translator.translate(sentences, beam_size=beam_size, alpha=self.alpha,
-                                            max_output_len=self.max_output_len)
-        translation = np.empty(len(results), dtype=object)
-        translation[:] = [text.encode("utf-8") for text, _ in results]
-        return {"translation": translation, "score": np.array([s for _, s in results], dtype=np.float32)}
+        """Blocking, from any thread but the decode loop's: the request shares the running batch."""
+        sentences, beam = self._sentences(inputs, options)
+        if not sentences:
+            return Request(0, beam, lambda r: None).outputs()
+        done = threading.Event()
+        request = self.decoder.submit(sentences, beam, lambda r: done.set())
+        done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.outputs()
 
     def warmup(self) -> None:
         self.run({"text": np.array([b"Guten Morgen."], dtype=object)}, ["translation", "score"])
+
+    def close(self) -> None:
+        self.decoder.close()

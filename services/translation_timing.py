@@ -1,0 +1,115 @@
+"""Quick check of the continuous translator against the in-process search (not a test, not the
+benchmark; bench/ measures through the gateway).
+
+    python -m services.translation_timing [--clients 16] [--beam 5] [--sentences 1000]
+
+Translates the Ding test split (data/ding, `make data-ding`; a few built-in sentences when it
+is missing) three ways on the CPU: `Translator.translate` over all sentences at once, one
+sentence per call for the shortest quarter (their latency alone), and N asyncio clients sending
+one sentence each through TranslatorModel.infer (closed loop, the running batch shared). Prints
+sentences/s, the share of translations identical to the all-at-once ones, the shortest quarter's
+p50 latency both ways and the scheduler's counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from services.modelservice.runners.translator import TranslatorModel
+from services.repository import load_spec
+from services.settings import ModelServiceSettings
+
+FALLBACK = ["Guten Morgen.", "Wie spät ist es?", "Ich habe keine Ahnung.",
+            "Der Hund kam unter dem Tisch hervor.", "Das Abendessen hat mir geschmeckt.",
+            "Er legt besonderen Wert darauf, sich gute Lerngewohnheiten anzueignen.",
+            "Kannst du mir bitte sagen, wo der nächste Bahnhof ist?", "Ja."]
+
+
+def load_sentences(data_dir: Path, limit: int) -> list[str]:
+    if (data_dir / "de-en").is_file():
+        from training.data.ding import load_ding  # no torch; only for this tool
+
+        return [de for de, _ in load_ding(data_dir).test][:limit]
+    return [FALLBACK[i % len(FALLBACK)] for i in range(min(limit, 64))]
+
+
+async def clients(model: TranslatorModel, sentences: Sequence[str], n: int, beam: int
+                  ) -> tuple[list[str], list[float], float]:
+    """n closed-loop clients, one sentence per request -> outputs, latencies (ms), seconds."""
+    outputs: list[str] = [""] * len(sentences)
+    latencies = [0.0] * len(sentences)
+    todo = iter(range(len(sentences)))
+
+    async def client() -> None:
+        for i in todo:
+            t0 = time.perf_counter()
+            out = await model.infer({"text": np.array([sentences[i].encode()], dtype=object)},
+                                    ["translation"], {"beam_size": beam}, None)  # type: ignore[arg-type]
+            latencies[i] = (time.perf_counter() - t0) * 1e3
+            outputs[i] = out["translation"][0].decode()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(n)))
+    return outputs, latencies, time.perf_counter() - started
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m services.translation_timing", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", type=Path, default=Path("models/translator_de_en"),
+                   help="model folder with config.pbtxt (default: models/translator_de_en)")
+    p.add_argument("--data-dir", type=Path, default=Path("data/ding"), help="Ding cache (default: data/ding)")
+    p.add_argument("--sentences", type=int, default=1000, help="test sentences to use (default: 1000)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: 1)")
+    p.add_argument("--io-binding", action="store_true", help="keep decoder inputs in OrtValues (IO binding)")
+    args = p.parse_args(argv)
+
+    spec = load_spec(args.model_dir)
+    if args.io_binding:
+        spec = dataclasses.replace(spec, parameters={**spec.parameters, "io_binding": "true"})
+    settings = ModelServiceSettings.model_validate({"device": "cpu", "intra_op_threads": args.threads})
+    model = TranslatorModel(spec, settings)
+    model.warmup()
+    translator = model.translator
+    sentences = load_sentences(args.data_dir, args.sentences)
+    lengths = [len(translator.source_ids(s)) for s in sentences]
+    shortest = sorted(range(len(sentences)), key=lambda i: (lengths[i], i))[:max(1, len(sentences) // 4)]
+
+    def translate(batch: Sequence[str]) -> list[str]:
+        return [t for t, _ in translator.translate(batch, beam_size=args.beam, alpha=model.alpha,
+                                                   max_output_len=model.max_output_len,
+                                                   batch_size=model.max_sentences)]
+
+    t0 = time.perf_counter()
+    reference = translate(sentences)
+    at_once = time.perf_counter() - t0
+    alone = []
+    for i in shortest:
+        t0 = time.perf_counter()
+        translate([sentences[i]])
+        alone.append((time.perf_counter() - t0) * 1e3)
+    served, latencies, seconds = asyncio.run(clients(model, sentences, args.clients, args.beam))
+    model.close()
+    same = sum(a == b for a, b in zip(served, reference))
+    n = len(sentences)
+    print(f"{n} sentences, beam {args.beam}, {args.threads} ORT thread(s), io binding "
+          f"{'on' if translator.io_binding else 'off'}")
+    print(f"Translator.translate, all at once:   {n / at_once:7.1f} sentences/s")
+    print(f"{args.clients} clients through infer():       {n / seconds:7.1f} sentences/s, "
+          f"identical {same}/{n} ({same / n:.1%})")
+    print(f"shortest quarter ({len(shortest)}) p50 latency: alone {np.median(alone):.1f} ms, "
+          f"{args.clients} clients {np.median([latencies[i] for i in shortest]):.1f} ms")
+    print(f"scheduler: {model.decoder.scheduler.counters}")
+
+
+if __name__ == "__main__":
+    main()
