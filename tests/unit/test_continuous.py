@@ -287,6 +287,29 @@ def test_io_binding_rows_give_the_same_translations_on_cpu(
         m.close()
 
 
+def test_a_broken_io_binding_path_falls_back_to_host_rows_in_auto_mode(
+        monkeypatch: pytest.MonkeyPatch, reference: dict[int, list[tuple[str, float]]]) -> None:
+    def broken(self: BoundRows, prev: np.ndarray) -> np.ndarray:
+        raise RuntimeError("injected device fault")
+
+    monkeypatch.setattr(BoundRows, "step", broken)
+    translator = Translator(MODEL / "1", threads=1, io_binding=True)  # as auto picks it on CUDA
+    m = TranslatorModel(spec(io_binding="auto"), settings(), translator=translator)
+    try:
+        m.warmup()
+        assert not m.translator.io_binding and not isinstance(m.translator.rows(), BoundRows)
+        out = m.run(text(*SENTENCES[:3]), ["translation"], {"beam_size": 5})
+        assert [t.decode() for t in out["translation"]] == [t for t, _ in reference[5][:3]]
+    finally:
+        m.close()
+    forced = TranslatorModel(spec(io_binding="true"), settings())
+    try:
+        with pytest.raises(RuntimeError, match="injected device fault"):
+            forced.warmup()  # asked for explicitly: no fallback
+    finally:
+        forced.close()
+
+
 def test_run_warmup_and_odd_inputs(model: TranslatorModel,
                                    reference: dict[int, list[tuple[str, float]]]) -> None:
     out = model.run(text(SENTENCES[3], "\xff".encode("latin-1").decode("latin-1")), ["translation"],

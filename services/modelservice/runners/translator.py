@@ -25,13 +25,15 @@ import numpy as np
 from services.modelservice.runners.base import CUDA, ContinuousModel, choose_providers, session_options
 from services.repository import ModelSpec
 from services.settings import ModelServiceSettings
-from services.translation import OnnxStepModel, Translator
+from services.translation import OnnxStepModel, Translator, run_to_end
+from services.translation_rows import HostRows
 from services.translation_scheduler import Outcome, Scheduler, Sentence
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_TOKENS = 8192  # e.g. 32 sentences x beam 5 x 51 source tokens
 QUEUED_BATCHES = 2  # room(): sentences waiting or running, in running batches' worth
+WARMUP = ["Guten Morgen.", "Wie spät ist es?"]
 
 
 class Request:
@@ -220,9 +222,8 @@ class TranslatorModel(ContinuousModel):
         self.max_output_len = int(params.get("max_output_len", "160"))
         self.max_sentences = spec.max_batch_size or 32
         self.max_tokens = int(params.get("max_batch_tokens", str(DEFAULT_MAX_BATCH_TOKENS)))
-        scheduler = self.translator.scheduler(self.alpha, self.max_sentences, self.max_tokens)
-        self.decoder = DecodeLoop(self.translator, scheduler, self.max_output_len,
-                                  QUEUED_BATCHES * self.max_sentences)
+        self._io_binding_mode = io_binding
+        self.decoder = self._start_decoder()
         log.info("translator %s v%s on %s (io binding %s), beam %d, alpha %.2f, running batch "
                  "<= %d sentences and %d tokens", spec.name, spec.version, self.provider,
                  "on" if self.translator.io_binding else "off", self.beam_size, self.alpha,
@@ -277,8 +278,41 @@ class TranslatorModel(ContinuousModel):
             raise request.error
         return request.outputs()
 
+    def _start_decoder(self) -> DecodeLoop:
+        scheduler = self.translator.scheduler(self.alpha, self.max_sentences, self.max_tokens)
+        return DecodeLoop(self.translator, scheduler, self.max_output_len,
+                          QUEUED_BATCHES * self.max_sentences)
+
     def warmup(self) -> None:
-        self.run({"text": np.array([b"Guten Morgen."], dtype=object)}, ["translation", "score"])
+        """Translate two sentences. With io_binding auto, the device path must also give the
+        host path's translations; if it fails or differs, the decoder inputs go through the
+        host from now on (slower on a GPU, never wrong)."""
+        inputs = {"text": np.array([s.encode() for s in WARMUP], dtype=object)}
+        checked = self.translator.io_binding and self._io_binding_mode == "auto"
+        try:
+            out = self.run(inputs, ["translation", "score"])
+            if checked and [t.decode() for t in out["translation"]] != self._host_translations(WARMUP):
+                raise RuntimeError("io binding translations differ from the host path's")
+        except Exception:
+            if not checked:
+                raise
+            log.exception("translator %s: io binding failed on %s; falling back to host rows",
+                          self.spec.name, self.provider)
+            self.decoder.close()
+            self.translator.io_binding = False
+            self.decoder = self._start_decoder()
+            self.run(inputs, ["translation", "score"])
+
+    def _host_translations(self, sentences: Sequence[str]) -> list[str]:
+        scheduler = Scheduler(HostRows(self.translator.model), self.translator.model.bos_id,
+                              self.translator.model.eos_id, self.translator.pad_id, self.alpha,
+                              self.translator.max_target_len, len(sentences), self.max_tokens)
+        queue = []
+        for i, text in enumerate(sentences):
+            ids = self.translator.source_ids(text)
+            queue.append(Sentence(ids, self.beam_size, self.translator.limit(ids, self.max_output_len), owner=i))
+        done = sorted(run_to_end(scheduler, queue), key=lambda r: r[0].owner)
+        return [self.translator.tokenizer.DecodeIds(hyp.tokens) for _, hyp in done]
 
     def close(self) -> None:
         self.decoder.close()
