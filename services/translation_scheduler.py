@@ -138,7 +138,8 @@ class Scheduler:
             return []
         beams = sum(s.beam for s in self.running.values())
         width = max((len(s.ids) for s in self.running.values()), default=0)
-        window = [s for s in self.waiting[:2 * self.max_sentences] if s.encoded is not None]
+        ahead = 2 * self.max_sentences  # the encoded prefix lies within it (_encode_arrivals)
+        window = [s for s in self.waiting[:ahead] if s.encoded is not None]
         if not window:
             return []
         head, rest = window[0], window[1:]
@@ -157,7 +158,7 @@ class Scheduler:
             chosen.append(s)
             beams, width = beams + s.beam, wider
         taken = set(map(id, chosen))
-        self.waiting = [s for s in self.waiting if id(s) not in taken]
+        self.waiting[:ahead] = [s for s in self.waiting[:ahead] if id(s) not in taken]
         return chosen
 
     def _encode_arrivals(self, outcome: Outcome) -> None:
