@@ -149,6 +149,7 @@ class Translator:
         if io_binding and not isinstance(self.model, OnnxStepModel):
             raise ValueError("io_binding needs the ONNX graphs")
         self.io_binding = io_binding
+        self._bound_graphs: Any = None  # translation_device.BoundGraphs, built on first use
 
     def source_ids(self, sentence: str) -> list[int]:
         """Token ids + EOS, truncated to max_source_len."""
@@ -169,10 +170,12 @@ class Translator:
     def rows(self) -> Rows:
         """A fresh store for a running batch's decoder inputs."""
         if self.io_binding:
-            from services.translation_device import BoundRows  # builds extra graphs: only if asked
+            from services.translation_device import BoundGraphs, BoundRows  # only if asked
 
             assert isinstance(self.model, OnnxStepModel)
-            return BoundRows(self.model)
+            if self._bound_graphs is None:
+                self._bound_graphs = BoundGraphs(self.model)
+            return BoundRows(self.model, self._bound_graphs)
         return HostRows(self.model)
 
     def scheduler(self, alpha: float, max_sentences: int, max_tokens: int) -> Scheduler:

@@ -99,26 +99,36 @@ def slots_graph(context: dict[str, tuple[int, int]], opset: int, ir_version: int
     return model
 
 
-class BoundRows:
-    """Rows whose decoder states and context live in OrtValues on the device."""
+class BoundGraphs:
+    """The two wrapped graphs as sessions, built once per model (session creation is slow,
+    on CUDA especially); every BoundRows of that model shares them."""
 
     def __init__(self, model: OnnxStepModel) -> None:
-        self.model = model
         self.device = "cuda" if model.providers[0] == CUDA else "cpu"
         decoder = onnx.load(str(model.model_dir / model.manifest["decoder_step"]["file"]))
         self.context_names = list(model.context_names)
         inputs = _input_info(decoder.graph)
-        self._context_types = {name: (inputs[name].type.tensor_type.elem_type,
-                                      len(inputs[name].type.tensor_type.shape.dim))
-                               for name in self.context_names}
+        self.context_types = {name: (inputs[name].type.tensor_type.elem_type,
+                                     len(inputs[name].type.tensor_type.shape.dim))
+                              for name in self.context_names}
         opset = next(o.version for o in decoder.opset_import if o.domain in ("", "ai.onnx"))
         options, providers = model.session_options, model.providers
-        self._step = ort.InferenceSession(
+        self.step = ort.InferenceSession(
             step_graph(decoder, model.state_axes, model.state_outputs, self.context_names).SerializeToString(),
             sess_options=options, providers=providers)
-        self._slots = ort.InferenceSession(
-            slots_graph(self._context_types, opset, decoder.ir_version).SerializeToString(),
+        self.slots = ort.InferenceSession(
+            slots_graph(self.context_types, opset, decoder.ir_version).SerializeToString(),
             sess_options=options, providers=providers)
+
+
+class BoundRows:
+    """Rows whose decoder states and context live in OrtValues on the device."""
+
+    def __init__(self, model: OnnxStepModel, graphs: BoundGraphs) -> None:
+        self.model = model
+        self.device, self.context_names = graphs.device, graphs.context_names
+        self._context_types = graphs.context_types
+        self._step, self._slots = graphs.step, graphs.slots
         self.clear()
 
     @property

@@ -4,7 +4,7 @@ benchmark; bench/ measures through the gateway).
     python -m services.translation_timing [--clients 16] [--beam 5] [--sentences 1000]
 
 Translates the Ding test split (data/ding, `make data-ding`; a few built-in sentences when it
-is missing) three ways on the CPU: `Translator.translate` over all sentences at once, one
+is missing) three ways, on the CPU unless --device says otherwise: `Translator.translate` over all sentences at once, one
 sentence per call for the shortest quarter (their latency alone), and N asyncio clients sending
 one sentence each through TranslatorModel.infer (closed loop, the running batch shared). Prints
 sentences/s, the share of translations identical to the all-at-once ones, the shortest quarter's
@@ -70,13 +70,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     p.add_argument("--beam", type=int, default=5, help="beam size (default: 5)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: 1)")
-    p.add_argument("--io-binding", action="store_true", help="keep decoder inputs in OrtValues (IO binding)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="execution provider, as the model service's TENSORGATE_MODEL_DEVICE (default: cpu)")
+    p.add_argument("--io-binding", action="store_true",
+                   help="keep decoder inputs in OrtValues (IO binding; on by itself with CUDA)")
     args = p.parse_args(argv)
 
     spec = load_spec(args.model_dir)
     if args.io_binding:
         spec = dataclasses.replace(spec, parameters={**spec.parameters, "io_binding": "true"})
-    settings = ModelServiceSettings.model_validate({"device": "cpu", "intra_op_threads": args.threads})
+    settings = ModelServiceSettings.model_validate({"device": args.device, "intra_op_threads": args.threads})
     model = TranslatorModel(spec, settings)
     model.warmup()
     translator = model.translator
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.close()
     same = sum(a == b for a, b in zip(served, reference))
     n = len(sentences)
-    print(f"{n} sentences, beam {args.beam}, {args.threads} ORT thread(s), io binding "
+    print(f"{n} sentences, beam {args.beam}, {model.provider}, {args.threads} ORT thread(s), io binding "
           f"{'on' if translator.io_binding else 'off'}")
     print(f"Translator.translate, all at once:   {n / at_once:7.1f} sentences/s")
     print(f"{args.clients} clients through infer():       {n / seconds:7.1f} sentences/s, "
