@@ -7,6 +7,7 @@ Started, waited for ("Ctrl-C drains and stops everything."), asked where each pr
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shlex
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from bench.procstat import ProcessGroup
 
@@ -146,19 +148,20 @@ class Stack:
             raise RuntimeError("the stack did not say where the gateway listens:\n  " + "\n  ".join(self.output))
 
     def stop(self, timeout_s: float = 90.0) -> int | None:
-        p = self._process
-        if p is None or p.poll() is not None:
-            return None if p is None else p.returncode
-        p.send_signal(signal.SIGINT)
-        try:
-            return p.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            p.terminate()
-            try:
-                return p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                return p.wait()
+        return interrupt(self._process, timeout_s)
+
+
+def interrupt(p: subprocess.Popen[Any] | None, timeout_s: float) -> int | None:
+    """SIGINT a process started in its own session and wait; past the timeout, SIGKILL the whole
+    session (its children go with it). Returns the exit code (None if it never started)."""
+    if p is None or p.poll() is not None:
+        return None if p is None else p.returncode
+    p.send_signal(signal.SIGINT)
+    try:
+        return p.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        return p.wait()
 
 
 @contextmanager

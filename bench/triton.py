@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 from bench.counters import call
 from bench.procstat import ProcessGroup
-from bench.stack import ROOT, free_ports, log
+from bench.stack import ROOT, free_ports, interrupt, log
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
@@ -131,15 +130,7 @@ class PyTritonPeer:
         return str(call(self.url, "ServerMetadata", pb.ServerMetadataRequest(), self.headers).version)
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
-        p = self._process
-        if p is None or p.poll() is not None:
-            return None if p is None else p.returncode
-        p.send_signal(signal.SIGINT)
-        try:
-            return p.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)  # its own session: tritonserver and the stubs go with it
-            return p.wait()
+        return interrupt(self._process, timeout_s)
 
 
 @contextmanager
