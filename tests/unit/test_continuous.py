@@ -153,15 +153,15 @@ def test_the_running_batch_stays_within_its_token_and_sentence_caps(
     m = TranslatorModel(spec(max_batch_size=6, max_batch_tokens="500"), settings())
     try:
         assert_same(asyncio.run(staggered(m, [5]))[5], reference[5])
-        counters = m.decoder.scheduler.counters
+        counters = m.decoders[0].scheduler.counters
         assert 250 < counters.peak_tokens <= 500  # beam x padded width, summed over sentences
         assert counters.peak_sentences <= 6 and counters.peak_rows <= 5 * 6
     finally:
         m.close()
 
 
-def test_room_counts_queued_sentences_and_wait_for_room_wakes_up() -> None:
-    m = TranslatorModel(spec(max_batch_size=2), settings())  # room for 2 x 2 sentences
+def test_room_counts_queued_requests_and_wait_for_room_wakes_up() -> None:
+    m = TranslatorModel(spec(max_batch_size=2), settings())  # room for 2 x 2 requests
 
     async def scenario() -> None:
         assert m.room() == 4
@@ -180,6 +180,84 @@ def test_room_counts_queued_sentences_and_wait_for_room_wakes_up() -> None:
 
     try:
         asyncio.run(scenario())
+    finally:
+        m.close()
+
+
+def test_room_is_in_requests_with_a_sentence_cap_inside() -> None:
+    """The worker reads room() stream entries: a request of several sentences takes one unit of
+    room, and room closes while the queued sentences reach the cap (2 x 4 here)."""
+    m = TranslatorModel(spec(max_batch_size=4), settings())
+
+    async def scenario() -> None:
+        assert m.room() == 8
+        three = asyncio.create_task(infer(m, LONG[:3], 5))
+        await asyncio.sleep(0)
+        assert m.room() == 7  # one request, though three sentences
+        many = asyncio.create_task(infer(m, SENTENCES[:5], 5))
+        await asyncio.sleep(0)
+        assert m.room() == 0  # 8 sentences queued: the cap, whatever the request count
+        await asyncio.gather(three, many)
+        assert m.room() == 8 and m.admission.sentences == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        m.close()
+
+
+def test_a_failed_request_gives_back_all_its_sentences() -> None:
+    """Also those done before another of its sentences failed."""
+    translator = Translator(MODEL / "1", threads=1)
+    assert isinstance(translator.model, OnnxStepModel)
+    faulty = FaultyModel(translator.model)
+    translator.model = faulty
+    m = TranslatorModel(spec(max_batch_size=4), settings(), translator=translator)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(infer(m, ["Ja.", *LONG[:2]], 5))
+        await asyncio.to_thread(wait_until, lambda: faulty.steps >= 6)  # "Ja." is done by now
+        faulty.fail_step.set()
+        with pytest.raises(RuntimeError, match="injected step fault"):
+            await task
+        assert m.room() == 8 and m.admission.sentences == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        m.close()
+
+
+def instances(n: int, parameters: dict[str, str] | None = None) -> ModelSpec:
+    base = spec()
+    return dataclasses.replace(base, parameters={**base.parameters, **(parameters or {})}, instance_count=n)
+
+
+@pytest.mark.parametrize("parameters", [{}, {"instance_sessions": "own"}, {"routing": "least_loaded"}])
+def test_two_decode_loops_give_the_batch_search_translations(
+        reference: dict[int, list[tuple[str, float]]], parameters: dict[str, str]) -> None:
+    m = TranslatorModel(instances(2, parameters), settings())
+    try:
+        m.warmup()
+        assert len(m.decoders) == 2 and len({d._thread.name for d in m.decoders}) == 2
+        assert (m.translators[0] is m.translators[1]) == (parameters.get("instance_sessions") != "own")
+        for _ in range(3):  # enough arrivals for the length bands
+            assert_same(asyncio.run(staggered(m, [5], seed=7))[5], reference[5])
+        assert all(d.scheduler.counters.steps > 0 for d in m.decoders)  # both loops worked
+        assert m.room() == 2 * 2 * m.max_sentences
+    finally:
+        m.close()
+
+
+def test_length_routing_puts_short_sentences_on_the_first_loop() -> None:
+    m = TranslatorModel(instances(2), settings())
+    try:
+        for _ in range(2):
+            m.run(text(*SENTENCES), ["translation"])  # lengths seen: bands set
+        short = min(SENTENCES, key=lambda s: len(m.translator.source_ids(s)))
+        longest = max(SENTENCES, key=lambda s: len(m.translator.source_ids(s)))
+        assert m._route([m.translator.source_ids(short)]) is m.decoders[0]
+        assert m._route([m.translator.source_ids(longest)]) is m.decoders[1]
     finally:
         m.close()
 
@@ -247,11 +325,11 @@ def test_a_cancelled_request_leaves_the_batch(model: TranslatorModel,
                                               reference: dict[int, list[tuple[str, float]]]) -> None:
     async def scenario() -> None:
         task = asyncio.create_task(infer(model, LONG, 5))
-        await asyncio.to_thread(wait_until, lambda: len(model.decoder.scheduler.running) > 0)
+        await asyncio.to_thread(wait_until, lambda: len(model.decoders[0].scheduler.running) > 0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.to_thread(wait_until, lambda: not model.decoder.scheduler.busy)
+        await asyncio.to_thread(wait_until, lambda: not model.decoders[0].scheduler.busy)
         assert model.room() == 2 * model.max_sentences
         out = await infer(model, SENTENCES[:2], 5)
         assert [t.decode() for t in out["translation"]] == [t for t, _ in reference[5][:2]]
@@ -266,7 +344,7 @@ def test_close_stops_the_thread_and_fails_what_is_left() -> None:
         task = asyncio.create_task(infer(m, LONG, 5))
         await asyncio.sleep(0.01)
         m.close()
-        assert not m.decoder._thread.is_alive()
+        assert not m.decoders[0]._thread.is_alive()
         with pytest.raises(RuntimeError, match="closed"):
             await task
         with pytest.raises(RuntimeError, match="closed"):

@@ -1,15 +1,22 @@
 """The translator as a model service runs it: `text` BYTES [N] -> `translation` BYTES [N], `score` FP32 [N].
 
-Selected by the config parameter `runner: "translator"`. A continuous-batching runner: one
+Selected by the config parameter `runner: "translator"`. A continuous-batching runner: a
 thread (`DecodeLoop`) owns a services.translation_scheduler.Scheduler and steps it as long as
 anything is waiting or running; requests join it from the event loop with `infer`, and each is
 answered the moment its last sentence is done, whatever else is still decoding. The search is
 services.translation's, the code the training job evaluated.
 
+`instance_group { count: N }` runs N decode loops, each its own thread and running batch, and
+routes each request to one by its sentences' lengths (translator_admission.LengthRouter), so
+short sentences decode among short ones. The loops share the ONNX sessions (ORT allows
+concurrent runs on one session; `instance_sessions: "own"` gives each loop its own).
+
 Config parameters: beam_size (default per request), max_beam_size, alpha, max_output_len,
 max_batch_tokens (the running batch's budget: beam x padded source tokens, summed), io_binding
-(auto | true | false: decoder inputs stay on the device between steps; auto = with CUDA);
-max_batch_size caps the running sentences.
+(auto | true | false: decoder inputs stay on the device between steps; auto = with CUDA),
+routing (length | least_loaded), short_share (length routing: the first loop takes this share of
+the shortest sentences; 0 = bands of even work), instance_sessions (shared | own);
+max_batch_size caps the running sentences of each loop.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from services.modelservice.runners.base import CUDA, ContinuousModel, choose_providers, session_options
+from services.modelservice.runners.translator_admission import Admission, LengthRouter
 from services.repository import ModelSpec
 from services.settings import ModelServiceSettings
 from services.translation import OnnxStepModel, Translator, run_to_end
@@ -32,15 +40,16 @@ from services.translation_scheduler import Outcome, Scheduler, Sentence
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_TOKENS = 8192  # e.g. 32 sentences x beam 5 x 51 source tokens
-QUEUED_BATCHES = 2  # room(): sentences waiting or running, in running batches' worth
+QUEUED_BATCHES = 2  # room(): requests (and sentences) waiting or running, in running batches' worth
 WARMUP = ["Guten Morgen.", "Wie spät ist es?"]
 
 
 class Request:
     """One request's sentences on their way through the decode loop."""
 
-    def __init__(self, size: int, beam: int, on_done: Callable[[Request], None]) -> None:
+    def __init__(self, size: int, beam: int, on_done: Callable[[Request], None], tokens: int = 0) -> None:
         self.size, self.beam = size, beam
+        self.tokens = tokens  # beam x source tokens, summed: its weight in least-loaded routing
         self.translations = np.empty(size, dtype=object)  # (N,) UTF-8 bytes
         self.scores = np.zeros(size, dtype=np.float32)  # (N,)
         self.remaining = size
@@ -58,37 +67,26 @@ class DecodeLoop:
     it was cancelled)."""
 
     def __init__(self, translator: Translator, scheduler: Scheduler, max_output_len: int | None,
-                 max_pending: int) -> None:
+                 admission: Admission, name: str = "translator-decode") -> None:
         self.translator, self.scheduler = translator, scheduler
-        self.max_output_len, self.max_pending = max_output_len, max_pending
+        self.max_output_len, self.admission = max_output_len, admission
         self._cond = threading.Condition()
-        self._inbox: list[tuple[Request, list[str]]] = []
+        self._inbox: list[tuple[Request, list[list[int]]]] = []
         self._cancels: list[Request] = []
-        self._pending = 0  # sentences submitted and not yet answered, failed or cancelled
-        self._room_waiters: list[Callable[[], None]] = []
+        self.queued_tokens = 0  # of the requests submitted here and not yet out
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="translator-decode", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def room(self) -> int:
-        with self._cond:
-            return max(0, self.max_pending - self._pending)
-
-    def on_room(self, wake: Callable[[], None]) -> None:
-        """Call `wake` (on this thread) as soon as room() > 0; at once if it is already."""
-        with self._cond:
-            if self._pending < self.max_pending:
-                wake()
-            else:
-                self._room_waiters.append(wake)
-
-    def submit(self, sentences: list[str], beam: int, on_done: Callable[[Request], None]) -> Request:
-        request = Request(len(sentences), beam, on_done)
+    def submit(self, sources: list[list[int]], beam: int, on_done: Callable[[Request], None]) -> Request:
+        """Sentences as source ids (Translator.source_ids) -> the request, queued here."""
+        request = Request(len(sources), beam, on_done, beam * sum(map(len, sources)))
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the translator is closed")
-            self._inbox.append((request, sentences))
-            self._pending += request.size
+            self._inbox.append((request, sources))
+            self.admission.take(request.size)
+            self.queued_tokens += request.tokens
             self._cond.notify()
         return request
 
@@ -115,16 +113,16 @@ class DecodeLoop:
                 inbox, self._inbox = self._inbox, []
                 cancels, self._cancels = self._cancels, []
             try:
-                for request, sentences in inbox:
+                for request, sources in inbox:
                     live[id(request)] = request
                     try:
-                        self._queue(request, sentences)
-                    except Exception as err:  # its tokenizer input, say: only this request fails
+                        self._queue(request, sources)
+                    except Exception as err:  # only this request fails
                         self._fail(request, err, live)
                 for request in cancels:
                     if live.pop(id(request), None) is not None:
                         self.scheduler.cancel(request.keys)
-                        self._release(request.remaining)
+                        self._release(request)
                 self._deliver(self.scheduler.step(), live)
             except Exception as err:  # a bug, not a model error (those come in the Outcome)
                 log.exception("translator decode loop: failing %d requests", len(live))
@@ -138,9 +136,8 @@ class DecodeLoop:
                 request.error = closed
                 request.on_done(request)
 
-    def _queue(self, request: Request, sentences: list[str]) -> None:
-        for i, text in enumerate(sentences):
-            ids = self.translator.source_ids(text)
+    def _queue(self, request: Request, sources: list[list[int]]) -> None:
+        for i, ids in enumerate(sources):
             request.keys.add(self.scheduler.add(Sentence(
                 ids, request.beam, self.translator.limit(ids, self.max_output_len), owner=(request, i))))
 
@@ -155,7 +152,7 @@ class DecodeLoop:
             request.remaining -= 1
             if request.remaining == 0:
                 del live[id(request)]
-                self._release(request.size)
+                self._release(request)
                 request.on_done(request)
         for sentence, err in outcome.failed:
             request, _ = sentence.owner
@@ -166,17 +163,16 @@ class DecodeLoop:
         """The whole request fails with its first error; its other sentences stop."""
         del live[id(request)]
         self.scheduler.cancel(request.keys)
-        self._release(request.remaining)
+        self._release(request)
         request.error = err
         request.on_done(request)
 
-    def _release(self, sentences: int) -> None:
+    def _release(self, request: Request) -> None:
+        """The request is out (answered, failed or cancelled): all its sentences leave the
+        budget, also those done before it failed."""
         with self._cond:
-            self._pending -= sentences
-            if self._pending < self.max_pending:
-                waiters, self._room_waiters = self._room_waiters, []
-                for wake in waiters:
-                    wake()
+            self.queued_tokens -= request.tokens
+        self.admission.give(request.size)
 
 
 def _settle(future: asyncio.Future[dict[str, np.ndarray]], request: Request) -> None:
@@ -203,16 +199,28 @@ def _set_if_pending(future: asyncio.Future[None]) -> None:
 class TranslatorModel(ContinuousModel):
     def __init__(self, spec: ModelSpec, settings: ModelServiceSettings,
                  translator: Translator | None = None) -> None:
-        """`translator` replaces the one built from the model folder (tests inject faults)."""
+        """`translator` replaces the one built from the model folder (tests inject faults);
+        all loops then share it."""
         self.spec = spec
         params = spec.parameters
         providers = choose_providers(settings.device)
         io_binding = params.get("io_binding", "auto")
         if io_binding not in ("auto", "true", "false"):
             raise ValueError(f"model '{spec.name}': io_binding must be auto, true or false")
-        self.translator = translator or Translator(
-            spec.path, providers, session_options=session_options(settings),
-            io_binding=io_binding == "true" or (io_binding == "auto" and providers[0] == CUDA))
+        sessions = params.get("instance_sessions", "shared")
+        if sessions not in ("shared", "own"):
+            raise ValueError(f"model '{spec.name}': instance_sessions must be shared or own")
+        self.instances = max(1, spec.instance_count)
+
+        def build() -> Translator:
+            return Translator(spec.path, providers, session_options=session_options(settings),
+                              io_binding=io_binding == "true" or (io_binding == "auto" and providers[0] == CUDA))
+
+        self.translator = translator or build()
+        # One translator (sessions, tokenizer) per loop, or the same one for all.
+        self.translators = [self.translator] + [
+            self.translator if translator is not None or sessions == "shared" else build()
+            for _ in range(self.instances - 1)]
         if isinstance(self.translator.model, OnnxStepModel):
             self.provider = self.translator.model.decoder.get_providers()[0]
         # Defaults from the config; a request may pick its own beam_size (validation.INT_OPTIONS).
@@ -222,86 +230,104 @@ class TranslatorModel(ContinuousModel):
         self.max_output_len = int(params.get("max_output_len", "160"))
         self.max_sentences = spec.max_batch_size or 32
         self.max_tokens = int(params.get("max_batch_tokens", str(DEFAULT_MAX_BATCH_TOKENS)))
+        self.router = LengthRouter(self.instances, params.get("routing", "length"),
+                                   float(params.get("short_share", "0")))
+        queued = QUEUED_BATCHES * self.max_sentences * self.instances
+        self.admission = Admission(max_requests=queued, max_sentences=queued)
         self._io_binding_mode = io_binding
-        self.decoder = self._start_decoder()
-        log.info("translator %s v%s on %s (io binding %s), beam %d, alpha %.2f, running batch "
-                 "<= %d sentences and %d tokens", spec.name, spec.version, self.provider,
-                 "on" if self.translator.io_binding else "off", self.beam_size, self.alpha,
+        self.decoders = self._start_decoders()
+        log.info("translator %s v%s on %s (io binding %s), beam %d, alpha %.2f, %d decode loop(s) "
+                 "(%s sessions, %s routing), running batch <= %d sentences and %d tokens each",
+                 spec.name, spec.version, self.provider, "on" if self.translator.io_binding else "off",
+                 self.beam_size, self.alpha, self.instances, sessions, self.router.policy,
                  self.max_sentences, self.max_tokens)
 
-    def _sentences(self, inputs: dict[str, np.ndarray], options: Mapping[str, int] | None
-                   ) -> tuple[list[str], int]:
+    def _sources(self, inputs: dict[str, np.ndarray], options: Mapping[str, int] | None
+                 ) -> tuple[list[list[int]], int]:
+        """A request's sentences as source ids (EOS included) and its beam size."""
         texts = inputs["text"].reshape(-1)  # (N,) of bytes
         # Invalid UTF-8 is replaced (U+FFFD), not fatal: one bad sentence must not fail a request.
         sentences = [t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t) for t in texts]
         beam = int((options or {}).get("beam_size", self.beam_size))
         if not 1 <= beam <= self.max_beam_size:
             raise ValueError(f"beam_size must be 1..{self.max_beam_size}, got {beam}")
-        return sentences, beam
+        # Tokenised here (~10 µs a sentence) because the route depends on the lengths.
+        return [self.translator.source_ids(s) for s in sentences], beam
+
+    def _route(self, sources: list[list[int]]) -> DecodeLoop:
+        return self.decoders[self.router.choose([len(ids) for ids in sources],
+                                                [d.queued_tokens for d in self.decoders])]
 
     async def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str], options: Mapping[str, int],
                     executor: Executor) -> dict[str, np.ndarray]:
         """Resolves when this request's sentences are all translated. `executor` is not used:
-        the decode loop has its own thread."""
-        sentences, beam = self._sentences(inputs, options)
-        if not sentences:
+        the decode loops have their own threads."""
+        sources, beam = self._sources(inputs, options)
+        if not sources:
             return Request(0, beam, lambda r: None).outputs()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        request = self.decoder.submit(sentences, beam, lambda r: _call_in(loop, _settle, future, r))
+        decoder = self._route(sources)
+        request = decoder.submit(sources, beam, lambda r: _call_in(loop, _settle, future, r))
         try:
             return await future
         except asyncio.CancelledError:  # the caller gave up (deadline): stop decoding it
-            self.decoder.cancel(request)
+            decoder.cancel(request)
             raise
 
     def room(self) -> int:
-        return self.decoder.room()
+        """Requests (stream entries) to take now; 0 also while too many sentences are queued."""
+        return self.admission.room()
 
     async def wait_for_room(self) -> None:
         loop = asyncio.get_running_loop()
         while self.room() <= 0:
             future: asyncio.Future[None] = loop.create_future()
-            self.decoder.on_room(lambda: _call_in(loop, _set_if_pending, future))
+            self.admission.on_room(lambda: _call_in(loop, _set_if_pending, future))
             await future
 
     def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
-            options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
-        """Blocking, from any thread but the decode loop's: the request shares the running batch."""
-        sentences, beam = self._sentences(inputs, options)
-        if not sentences:
+            options: Mapping[str, int] | None = None, decoder: DecodeLoop | None = None
+            ) -> dict[str, np.ndarray]:
+        """Blocking, from any thread but a decode loop's: the request shares a running batch
+        (`decoder`'s, else the one the router picks)."""
+        sources, beam = self._sources(inputs, options)
+        if not sources:
             return Request(0, beam, lambda r: None).outputs()
         done = threading.Event()
-        request = self.decoder.submit(sentences, beam, lambda r: done.set())
+        request = (decoder or self._route(sources)).submit(sources, beam, lambda r: done.set())
         done.wait()
         if request.error is not None:
             raise request.error
         return request.outputs()
 
-    def _start_decoder(self) -> DecodeLoop:
-        scheduler = self.translator.scheduler(self.alpha, self.max_sentences, self.max_tokens)
-        return DecodeLoop(self.translator, scheduler, self.max_output_len,
-                          QUEUED_BATCHES * self.max_sentences)
+    def _start_decoders(self) -> list[DecodeLoop]:
+        return [DecodeLoop(t, t.scheduler(self.alpha, self.max_sentences, self.max_tokens), self.max_output_len,
+                           self.admission, name=f"translator-decode-{i}")
+                for i, t in enumerate(self.translators)]
 
     def warmup(self) -> None:
-        """Translate two sentences. With io_binding auto, the device path must also give the
-        host path's translations; if it fails or differs, the decoder inputs go through the
-        host from now on (slower on a GPU, never wrong)."""
+        """Translate two sentences on every loop. With io_binding auto, the device path must
+        also give the host path's translations; if it fails or differs, the decoder inputs go
+        through the host from now on (slower on a GPU, never wrong)."""
         inputs = {"text": np.array([s.encode() for s in WARMUP], dtype=object)}
         checked = self.translator.io_binding and self._io_binding_mode == "auto"
         try:
-            out = self.run(inputs, ["translation", "score"])
-            if checked and [t.decode() for t in out["translation"]] != self._host_translations(WARMUP):
-                raise RuntimeError("io binding translations differ from the host path's")
+            for decoder in self.decoders:
+                out = self.run(inputs, ["translation", "score"], decoder=decoder)
+                if checked and [t.decode() for t in out["translation"]] != self._host_translations(WARMUP):
+                    raise RuntimeError("io binding translations differ from the host path's")
         except Exception:
             if not checked:
                 raise
             log.exception("translator %s: io binding failed on %s; falling back to host rows",
                           self.spec.name, self.provider)
-            self.decoder.close()
-            self.translator.io_binding = False
-            self.decoder = self._start_decoder()
-            self.run(inputs, ["translation", "score"])
+            self.close()
+            for translator in self.translators:
+                translator.io_binding = False
+            self.decoders = self._start_decoders()
+            for decoder in self.decoders:
+                self.run(inputs, ["translation", "score"], decoder=decoder)
 
     def _host_translations(self, sentences: Sequence[str]) -> list[str]:
         scheduler = Scheduler(HostRows(self.translator.model), self.translator.model.bos_id,
@@ -315,4 +341,5 @@ class TranslatorModel(ContinuousModel):
         return [self.translator.tokenizer.DecodeIds(hyp.tokens) for _, hyp in done]
 
     def close(self) -> None:
-        self.decoder.close()
+        for decoder in self.decoders:
+            decoder.close()
