@@ -2,13 +2,15 @@
 benchmark; bench/ measures through the gateway).
 
     python -m services.translation_timing [--clients 16] [--beam 5] [--sentences 1000]
+        [--threads 1] [--instances N] [--routing length] [--short-share Q] [--sessions shared]
 
 Translates the Ding test split (data/ding, `make data-ding`; a few built-in sentences when it
 is missing) three ways, on the CPU unless --device says otherwise: `Translator.translate` over all sentences at once, one
 sentence per call for the shortest quarter (their latency alone), and N asyncio clients sending
-one sentence each through TranslatorModel.infer (closed loop, the running batch shared). Prints
-sentences/s, the share of translations identical to the all-at-once ones, the shortest quarter's
-p50 latency both ways and the scheduler's counters.
+one sentence each through TranslatorModel.infer (closed loop, the running batches shared;
+--instances decode loops as instance_group count does). Prints sentences/s, the share of
+translations identical to the all-at-once ones, the shortest quarter's p50 latency both ways and
+each loop's scheduler counters.
 """
 
 from __future__ import annotations
@@ -72,13 +74,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: 1)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                    help="execution provider, as the model service's TENSORGATE_MODEL_DEVICE (default: cpu)")
+    p.add_argument("--instances", type=int, default=None,
+                   help="decode loops, as instance_group { count: N } (default: the config's)")
+    p.add_argument("--routing", choices=["length", "least_loaded"], default=None,
+                   help="how a request picks its loop (default: the config's)")
+    p.add_argument("--short-share", type=float, default=None,
+                   help="length routing: the first loop's share of the shortest sentences (0: even work; "
+                        "default: the config's)")
+    p.add_argument("--sessions", choices=["shared", "own"], default=None,
+                   help="the loops share the ONNX sessions or each has its own (default: the config's)")
     p.add_argument("--io-binding", action="store_true",
                    help="keep decoder inputs in OrtValues (IO binding; on by itself with CUDA)")
     args = p.parse_args(argv)
 
     spec = load_spec(args.model_dir)
-    if args.io_binding:
-        spec = dataclasses.replace(spec, parameters={**spec.parameters, "io_binding": "true"})
+    overrides = {"routing": args.routing, "instance_sessions": args.sessions, "short_share": args.short_share,
+                 "io_binding": "true" if args.io_binding else None}
+    spec = dataclasses.replace(spec, instance_count=args.instances or spec.instance_count, parameters={
+        **spec.parameters, **{k: str(v) for k, v in overrides.items() if v is not None}})
     settings = ModelServiceSettings.model_validate({"device": args.device, "intra_op_threads": args.threads})
     model = TranslatorModel(spec, settings)
     model.warmup()
@@ -105,13 +118,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     same = sum(a == b for a, b in zip(served, reference))
     n = len(sentences)
     print(f"{n} sentences, beam {args.beam}, {model.provider}, {args.threads} ORT thread(s), io binding "
-          f"{'on' if translator.io_binding else 'off'}")
+          f"{'on' if translator.io_binding else 'off'}, {model.instances} decode loop(s) "
+          f"({spec.parameters.get('instance_sessions', 'shared')} sessions, {model.router.policy} routing, "
+          f"short share {model.router.short_share:g}, bands {model.router.bounds})")
     print(f"Translator.translate, all at once:   {n / at_once:7.1f} sentences/s")
     print(f"{args.clients} clients through infer():       {n / seconds:7.1f} sentences/s, "
           f"identical {same}/{n} ({same / n:.1%})")
     print(f"shortest quarter ({len(shortest)}) p50 latency: alone {np.median(alone):.1f} ms, "
           f"{args.clients} clients {np.median([latencies[i] for i in shortest]):.1f} ms")
-    print(f"scheduler: {model.decoder.scheduler.counters}")
+    for i, decoder in enumerate(model.decoders):
+        print(f"loop {i}: {decoder.scheduler.counters}")
 
 
 if __name__ == "__main__":

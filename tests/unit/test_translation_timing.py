@@ -1,0 +1,21 @@
+"""python -m services.translation_timing on a few sentences (its output, not its timings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.translation_timing import main
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "translator_de_en"
+
+
+@pytest.mark.skipif(not (MODEL / "1" / "decoder_step.onnx").is_file(), reason="models/translator_de_en not trained yet")
+def test_two_instances_on_a_few_sentences(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--model-dir", str(MODEL), "--sentences", "12", "--clients", "3", "--instances", "2",
+          "--short-share", "0.25"])
+    out = capsys.readouterr().out
+    assert "2 decode loop(s) (shared sessions, length routing, short share 0.25" in out
+    assert "identical 12/12 (100.0%)" in out
+    assert "shortest quarter (3) p50 latency" in out and "loop 1: Counters(" in out
