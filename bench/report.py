@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.raw_ort import best
-from bench.results import DIRECT, GATEWAY, PYTRITON, STREAMING, SYSTEMS, LoadRow, OrtRow, Run
+from bench.results import DIRECT, GATEWAY, PYTRITON, STREAMING, SYSTEMS, LoadRow, OrtRow, Run, TranslatorResult
 from bench.targets import verdicts
+from bench.translator import TranslatorFigures
 
 PROFILE_START = "<!-- profile excerpt: paste py-spy output below this line -->"
 PROFILE_END = "<!-- end of profile excerpt -->"
@@ -140,9 +141,11 @@ def translator_section(run: Run) -> list[str]:
         f"| {t.single_bleu:.2f} |",
         f"| in-process, all at once (sorted batches of {t.batch_size}) | {t.batch_per_s:.1f} | — | — "
         f"| {t.batch_bleu:.2f} |",
+        *_todays_rows(t),
     ]
     lines = [f"{t.sentences:,} sentences of the Ding test split, beam {t.beam_size}, the model config's alpha and "
              "output limit on every path.", "", *rows, "",
+             *_todays_lines(t),
              f"- Served ÷ in-process all at once: {_ratio(t.served_per_s, t.batch_per_s)}; served ÷ one at a time: "
              f"{_ratio(t.served_per_s, t.single_per_s)}.",
              f"- Identical to the in-process all-at-once translation: {t.identical_share:.1%}"
@@ -152,6 +155,26 @@ def translator_section(run: Run) -> list[str]:
              f"- BLEU: {t.bleu_signature}."]
     for de, ours, theirs in t.examples:
         lines.append(f"- differs: “{de}” → served “{ours}”, in-process “{theirs}”")
+    return lines
+
+
+def _todays_rows(t: TranslatorResult) -> list[str]:
+    if not isinstance(t, TranslatorFigures):
+        return []
+    label = f"in-process, today's search ({t.todays_commit}), all at once (batches of {t.batch_size})"
+    if t.todays_per_s is None:
+        return [f"| {label}: not timed ({t.todays_note}) | — | — | — | — |"]
+    return [f"| {label} | {t.todays_per_s:.1f} | — | — | {_f(t.todays_bleu)} |"]
+
+
+def _todays_lines(t: TranslatorResult) -> list[str]:
+    if not isinstance(t, TranslatorFigures) or t.todays_per_s is None:
+        return []
+    lines = [f"- Served ÷ today's search all at once: {_ratio(t.served_per_s, t.todays_per_s)}; the new search "
+             f"÷ today's, both all at once: {_ratio(t.batch_per_s, t.todays_per_s)}; today's translations identical "
+             f"to the new search's: {_f((t.todays_identical_share or 0.0) * 100, 1)}%."]
+    for de, new, old in t.todays_examples:
+        lines.append(f"- today's differs: “{de}” → new “{new}”, today's “{old}”")
     return lines
 
 

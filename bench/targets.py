@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.results import GATEWAY, PYTRITON, STREAMING, LoadRow, Run
+from bench.results import GATEWAY, PYTRITON, STREAMING, LoadRow, Run, TranslatorResult
+from bench.translator import TODAYS_COMMIT, TranslatorFigures
 
 CPU_MODEL, CPU_CONCURRENCY, CPU_PER_1K_MAX = "mnist_mlp", 16, 0.7
 THROUGHPUT_CONCURRENCY = 64
@@ -98,23 +99,40 @@ def triton_verdicts(run: Run) -> list[Verdict]:
 
 def translator_verdicts(run: Run) -> list[Verdict]:
     t = run.translator
-    names = [f"Translator at 16 clients, beam 5: ≥ {TRANSLATOR_FACTOR:g}× the in-process all-at-once throughput",
+    names = [f"Translator at 16 clients, beam 5: ≥ {TRANSLATOR_FACTOR:g}× the in-process all-at-once throughput "
+             f"of today's search ({TODAYS_COMMIT})",
              f"Translator: same test BLEU as in-process all-at-once (±{BLEU_TOLERANCE})",
              f"Translator: ≥ {IDENTICAL_MIN:.0%} identical translations",
              "Translator: p50 of the shortest quarter no worse than one-at-a-time in-process"]
     if t is None:
         return [Verdict(name, "—", None) for name in names]
-    ratio = t.served_per_s / t.batch_per_s if t.batch_per_s > 0 else 0.0
     return [
-        Verdict(names[0] + (f" (measured at {t.clients} clients, beam {t.beam_size})"
-                            if (t.clients, t.beam_size) != (16, 5) else ""),
-                f"×{ratio:.2f} ({t.served_per_s:.1f} vs {t.batch_per_s:.1f} sentences/s)", ratio >= TRANSLATOR_FACTOR),
+        _throughput_verdict(names[0] + (f" (measured at {t.clients} clients, beam {t.beam_size})"
+                                        if (t.clients, t.beam_size) != (16, 5) else ""), t),
         Verdict(names[1], f"{t.served_bleu:.2f} vs {t.batch_bleu:.2f}",
                 abs(t.served_bleu - t.batch_bleu) <= BLEU_TOLERANCE + 1e-9),
         Verdict(names[2], f"{t.identical_share:.1%} of {t.sentences}", t.identical_share >= IDENTICAL_MIN),
         Verdict(names[3], f"{t.short_served_p50_ms:.1f} vs {t.short_single_p50_ms:.1f} ms ({t.short_count} sentences)",
                 t.short_served_p50_ms <= t.short_single_p50_ms),
     ]
+
+
+def _throughput_verdict(name: str, t: TranslatorResult) -> Verdict:
+    """Served against today's search all at once; without that figure (no git history, say),
+    not measured, with the ratio to the new all-at-once search for information."""
+    new = f"{t.batch_per_s:.1f} sentences/s the new search all at once"
+    today = t.todays_per_s if isinstance(t, TranslatorFigures) else None
+    if today is None or today <= 0:
+        why = t.todays_note if isinstance(t, TranslatorFigures) and t.todays_note else "not timed in this run"
+        return Verdict(name, f"today's search: {why}; served {t.served_per_s:.1f} sentences/s, "
+                             f"×{_ratio(t.served_per_s, t.batch_per_s)} against {new}", None)
+    ratio = t.served_per_s / today
+    return Verdict(name, f"×{ratio:.2f} ({t.served_per_s:.1f} vs {today:.1f} sentences/s; {new})",
+                   ratio >= TRANSLATOR_FACTOR)
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b > 0 else "—"
 
 
 def verdicts(run: Run) -> list[Verdict]:

@@ -5,23 +5,77 @@ with `apt-get download` when missing). Served: N client threads, each sending on
 ModelInfer (beam 5) and the next as soon as the answer is in. In-process: services.translation's
 Translator over the same model folder with the model service's session options, once one sentence
 per call and once all sentences in one call (sorted batches of 32), with the model config's alpha and
-output limit, as the service uses.
+output limit, as the service uses. "Today's search" is the same all-at-once call on
+services/translation.py as it was at TODAYS_COMMIT (before the continuous scheduler: padded batches
+decoded to their longest sentence's end), taken from git into a temporary module; the throughput
+target compares the served translator with it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from bench.raw_ort import session_options
 from bench.results import TranslatorResult
 from bench.stack import log
+
+TODAYS_COMMIT = "61381cc"  # services/translation.py before the continuous scheduler
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Unavailable(RuntimeError):
+    """An old version of a file cannot be had (no git, a shallow clone, a missing commit)."""
+
+
+def module_at_commit(path: str, commit: str, name: str, repo: Path = REPO) -> ModuleType:
+    """`git show commit:path` imported as module `name` (from a temporary file; the module
+    imports what the old file imported, not the tree's other modules)."""
+    try:
+        source = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:{path}"], check=True,
+                                capture_output=True, text=True, timeout=30).stdout
+    except FileNotFoundError as err:
+        raise Unavailable("git is not installed") from err
+    except subprocess.CalledProcessError as err:
+        shallow = (repo / ".git" / "shallow").exists()
+        raise Unavailable(f"{path} at {commit} is not in this checkout"
+                          + (" (a shallow clone)" if shallow else "") + f": {err.stderr.strip()}") from err
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / f"{name}.py"
+        file.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is made
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module
+
+
+def with_session_options(translator: Any, options: Any, providers: Sequence[str]) -> None:
+    """Rebuild a Translator's two ONNX sessions with `options`: the old Translator takes a
+    thread count only, and its pool threads would spin."""
+    import onnxruntime as ort
+
+    for attr, key in (("encoder", "encoder"), ("decoder", "decoder_step")):
+        file = translator.model_dir / translator.manifest[key]["file"]
+        setattr(translator.model, attr, ort.InferenceSession(str(file), sess_options=options,
+                                                             providers=list(providers)))
 
 
 def test_pairs(data_dir: Path, limit: int | None = None) -> list[tuple[str, str]]:
@@ -38,6 +92,7 @@ class Timed:
     latencies_ms: list[float]  # per sentence (for a single call over all: empty)
     seconds: float
     errors: int = 0
+    todays: Todays | None = None  # all at once: today's search over the same sentences, same run
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -62,17 +117,35 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, s
     return float(metric.corpus_score(list(hypotheses), [list(references)]).score), f"BLEU|{metric.get_signature()}"
 
 
+@dataclass
+class Todays:
+    """Today's search, all at once: its pass, or why there is none."""
+
+    timed: Timed | None
+    note: str = ""
+
+
 class InProcess:
-    """services.translation.Translator with the model config's search settings."""
+    """services.translation.Translator (or `module`'s, an older version of it) with the model
+    config's search settings."""
 
     def __init__(self, model_dir: Path, threads: tuple[int, int],
-                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+                 providers: Sequence[str] = ("CPUExecutionProvider",), module: ModuleType | None = None,
+                 todays: bool = True) -> None:
+        """`todays`: all_at_once also times today's search (TODAYS_COMMIT) in the same run."""
+        import services.translation
         from services.repository import load_spec
-        from services.translation import Translator
 
+        module = module or services.translation
+        Translator = module.Translator
         spec = load_spec(model_dir)
+        self.model_dir, self.threads, self.providers = model_dir, threads, tuple(providers)
+        self.todays = todays
         if "session_options" in inspect.signature(Translator).parameters:  # the service's own options
             self.translator = Translator(spec.path, list(providers), session_options=session_options(*threads))
+        elif module.__name__ != "services.translation":  # an old version, loaded for comparison
+            self.translator = Translator(spec.path, list(providers), threads[0])
+            with_session_options(self.translator, session_options(*threads), providers)
         else:  # a Translator that takes a thread count only (ORT's spinning stays on, as in that service)
             self.translator = Translator(spec.path, list(providers), threads[0])
         self.alpha = float(spec.parameters.get("alpha", self.translator.default_alpha))
@@ -98,12 +171,27 @@ class InProcess:
         return Timed(outputs, latencies, time.perf_counter() - started)
 
     def all_at_once(self, sentences: Sequence[str], beam: int) -> Timed:
+        todays = self.todays_search(sentences, beam) if self.todays else None
         # Warm-up with one full batch: ONNX Runtime grows its memory arena on the first large shapes,
         # a one-off cost (×3 on 64 sentences here) that a long-running process does not pay again.
         self._translate(sentences[:self.batch_size], beam)
         started = time.perf_counter()
         outputs = self._translate(sentences, beam)
-        return Timed(outputs, [], time.perf_counter() - started)
+        return Timed(outputs, [], time.perf_counter() - started, todays=todays)
+
+    def todays_search(self, sentences: Sequence[str], beam: int) -> Todays:
+        """The same all-at-once pass with services/translation.py at TODAYS_COMMIT."""
+        try:
+            module = module_at_commit("services/translation.py", TODAYS_COMMIT,
+                                      f"translation_{TODAYS_COMMIT}")
+        except Unavailable as err:
+            log(f"  today's search not timed: {err}")
+            return Todays(None, str(err))
+        log(f"translator in-process, today's search ({TODAYS_COMMIT}), all at once")
+        old = InProcess(self.model_dir, self.threads, self.providers, module=module, todays=False)
+        timed = old.all_at_once(sentences, beam)
+        log(f"  {len(sentences) / timed.seconds:.1f} sentences/s")
+        return Todays(timed)
 
 
 def served(url: str, sentences: Sequence[str], clients: int, beam: int, model: str = "translator_de_en",
@@ -129,15 +217,29 @@ def served(url: str, sentences: Sequence[str], clients: int, beam: int, model: s
                  sum(t is None for t, _ in results))
 
 
+@dataclass
+class TranslatorFigures(TranslatorResult):
+    """TranslatorResult with today's search (TODAYS_COMMIT) in-process, all at once."""
+
+    todays_per_s: float | None = None
+    todays_bleu: float | None = None
+    todays_identical_share: float | None = None  # today's == the in-process all-at-once, per sentence
+    todays_note: str = ""  # why it was not timed
+    todays_commit: str = TODAYS_COMMIT
+    todays_examples: list[tuple[str, str, str]] = field(default_factory=list)  # (German, new, today's)
+
+
 def summarise(pairs: Sequence[tuple[str, str]], lengths: Sequence[int], single: Timed, batch: Timed, serve: Timed,
-              clients: int, beam: int, batch_size: int) -> TranslatorResult:
-    """The figures the report and the targets need, from the three timed passes."""
+              clients: int, beam: int, batch_size: int) -> TranslatorFigures:
+    """The figures the report and the targets need, from the timed passes (today's search
+    rides on `batch`)."""
     sources, references = [de for de, _ in pairs], [en for _, en in pairs]
     n = len(pairs)
     short = shortest_quarter(lengths)
     served_bleu, signature = bleu(serve.outputs, references)
     differ = [(sources[i], serve.outputs[i], batch.outputs[i]) for i in range(n) if serve.outputs[i] != batch.outputs[i]]
-    return TranslatorResult(
+    todays = batch.todays.timed if batch.todays else None
+    return TranslatorFigures(
         sentences=n, clients=clients, beam_size=beam,
         served_per_s=n / serve.seconds, served_p50_ms=percentile(serve.latencies_ms, 50),
         served_p99_ms=percentile(serve.latencies_ms, 99),
@@ -151,4 +253,10 @@ def summarise(pairs: Sequence[tuple[str, str]], lengths: Sequence[int], single: 
         short_served_p50_ms=percentile([serve.latencies_ms[i] for i in short], 50),
         short_single_p50_ms=percentile([single.latencies_ms[i] for i in short], 50),
         errors=serve.errors, bleu_signature=signature, examples=differ[:3],
+        todays_per_s=n / todays.seconds if todays else None,
+        todays_bleu=bleu(todays.outputs, references)[0] if todays else None,
+        todays_identical_share=identical_share(todays.outputs, batch.outputs) if todays else None,
+        todays_note=batch.todays.note if batch.todays else "not timed in this run",
+        todays_examples=[(sources[i], batch.outputs[i], todays.outputs[i]) for i in range(n)
+                         if todays.outputs[i] != batch.outputs[i]][:3] if todays else [],
     )

@@ -22,6 +22,7 @@ from bench.results import (
     TranslatorResult,
 )
 from bench.targets import verdicts
+from bench.translator import TranslatorFigures
 
 
 def _row(system: str, model: str, c: int, throughput: float, p50: float, p99: float, cpu_s: float = 1.0,
@@ -32,12 +33,13 @@ def _row(system: str, model: str, c: int, throughput: float, p50: float, p99: fl
                    client_cpu_s=0.1, measured=1000, max_ms=p99 * 2)
 
 
-def _translator(**kw: object) -> TranslatorResult:
-    base = TranslatorResult(sentences=1000, clients=16, beam_size=5, served_per_s=200.0, served_p50_ms=60.0,
+def _translator(**kw: object) -> TranslatorFigures:
+    base = TranslatorFigures(sentences=1000, clients=16, beam_size=5, served_per_s=200.0, served_p50_ms=60.0,
                             served_p99_ms=150.0, single_per_s=120.0, single_p50_ms=8.0, single_p99_ms=20.0,
                             batch_per_s=90.0, batch_size=32, served_bleu=9.77, batch_bleu=9.77, single_bleu=9.77,
                             identical_share=1.0, short_count=250, short_served_p50_ms=7.0, short_single_p50_ms=7.5,
-                            bleu_signature="BLEU|nrefs:1", examples=[("Ein Satz.", "A sentence.", "One sentence.")])
+                            bleu_signature="BLEU|nrefs:1", examples=[("Ein Satz.", "A sentence.", "One sentence.")],
+                             todays_per_s=90.0, todays_bleu=9.77, todays_identical_share=1.0, todays_note="")
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
@@ -74,7 +76,7 @@ def test_verdicts_met() -> None:
     figure, met = _verdict(run, "Against PyTriton, mnist_mlp: ≥ 5×")
     assert met is True and figure.startswith("×6.00")
     assert _verdict(run, "Against PyTriton, mnist_mlp: lower p50")[1] is True
-    assert _verdict(run, "Translator at 16 clients")[1] is True  # 200 / 90 = ×2.22
+    assert _verdict(run, "Translator at 16 clients")[1] is True  # 200 / 90 = ×2.22 today's search
     assert _verdict(run, "Translator: same test BLEU")[1] is True
     assert _verdict(run, "Translator: ≥ 99%")[1] is True
     assert _verdict(run, "Translator: p50 of the shortest quarter")[1] is True
@@ -94,7 +96,8 @@ def test_verdicts_not_met_show_the_figure() -> None:
     assert _verdict(run, "Streaming at least as fast as unary at c=64, mnist_cnn")[1] is False
     figure, met = _verdict(run, "Against PyTriton, mnist_cnn: lower p50")
     assert met is False and "c=16" in figure
-    assert _verdict(run, "Translator at 16 clients") == ("×1.67 (150.0 vs 90.0 sentences/s)", False)
+    assert _verdict(run, "Translator at 16 clients") == (
+        "×1.67 (150.0 vs 90.0 sentences/s; 90.0 sentences/s the new search all at once)", False)
     assert _verdict(run, "Translator: same test BLEU") == ("9.50 vs 9.77", False)
     assert _verdict(run, "Translator: ≥ 99%")[1] is False
     assert _verdict(run, "Translator: p50 of the shortest quarter")[1] is False
@@ -139,6 +142,28 @@ def test_render_markdown() -> None:
     start, end = lines.index(PROFILE_START), lines.index(PROFILE_END)
     assert start < end and "paste one here" in " ".join(lines[start:end])
     assert text.endswith("\n")
+
+
+def test_todays_search_against_the_new_one_and_when_it_could_not_be_timed() -> None:
+    run = _run()
+    run.translator = _translator(batch_per_s=150.0, todays_per_s=80.0, todays_identical_share=0.998,
+                                 todays_examples=[("Ja.", "Yes.", "Yeah.")])
+    figure, met = _verdict(run, "Translator at 16 clients")
+    assert met is True and figure.startswith("×2.50 (200.0 vs 80.0")  # today's, not the new 150
+    lines = render_markdown(run).splitlines()
+    assert "| in-process, today's search (61381cc), all at once (batches of 32) | 80.0 | — | — | 9.77 |" in lines
+    assert any(line.startswith("- Served ÷ today's search all at once: ×2.50; the new search ÷ today's, both all "
+                               "at once: ×1.88; today's translations identical to the new search's: 99.8%")
+               for line in lines)
+    assert "- today's differs: “Ja.” → new “Yes.”, today's “Yeah.”" in lines
+    run.translator = _translator(todays_per_s=None, todays_note="services/translation.py at 61381cc is not in "
+                                                                "this checkout (a shallow clone)")
+    figure, met = _verdict(run, "Translator at 16 clients")
+    assert met is None and "a shallow clone" in figure and "×2.22 against 90.0" in figure
+    assert any("today's search (61381cc)" in line and "not timed (services/translation.py at 61381cc is not in this "
+               "checkout (a shallow clone))" in line for line in render_markdown(run).splitlines())
+    run.translator = replace(_translator(), todays_per_s=None)  # a plain figure set: not measured, says so
+    assert _verdict(run, "Translator at 16 clients")[1] is None
 
 
 def test_render_markdown_of_an_empty_run() -> None:

@@ -1,11 +1,28 @@
-"""bench.translator's summary figures and bench.profile's py-spy summary, on literal samples."""
+"""bench.translator's summary figures, its loader of today's search, and bench.profile's py-spy summary."""
 
 from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from bench.profile import excerpt, parse_raw, top_frames
-from bench.translator import Timed, identical_share, percentile, shortest_quarter, summarise
+from bench.translator import (
+    TODAYS_COMMIT,
+    InProcess,
+    Timed,
+    Todays,
+    Unavailable,
+    identical_share,
+    module_at_commit,
+    percentile,
+    shortest_quarter,
+    summarise,
+)
 
 
 def test_shortest_quarter_breaks_ties_in_order() -> None:
@@ -56,3 +73,55 @@ def test_profile_summary() -> None:
     assert text.splitlines()[0] == "#### gateway (100 busy samples)"
     assert "| 60.0 | `send (streams.py:77)` | | 100.0 | `main (app.py:10)` |" in text
     assert excerpt("idle", parse_raw("")).endswith("no busy samples")
+
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "translator_de_en"
+
+
+def _todays_module() -> ModuleType:
+    try:
+        return module_at_commit("services/translation.py", TODAYS_COMMIT, f"translation_{TODAYS_COMMIT}_test")
+    except Unavailable as err:  # a shallow clone, an export without .git
+        pytest.skip(str(err))
+
+
+def test_module_at_commit_loads_the_old_file_under_its_own_name() -> None:
+    old = _todays_module()
+    assert old.__name__ == f"translation_{TODAYS_COMMIT}_test" and old.__name__ in sys.modules
+    assert "session_options" not in inspect.signature(old.Translator).parameters  # the old API: threads only
+    assert old is not importlib.import_module("services.translation")
+
+
+def test_module_at_commit_says_why_it_cannot(tmp_path: Path) -> None:
+    with pytest.raises(Unavailable, match="not in this checkout"):
+        module_at_commit("services/translation.py", "0" * 40, "nowhere")
+    with pytest.raises(Unavailable, match="not in this checkout"):
+        module_at_commit("services/translation.py", TODAYS_COMMIT, "nowhere", repo=tmp_path)  # no repository
+    assert "nowhere" not in sys.modules
+
+
+@pytest.mark.skipif(not (MODEL / "1" / "decoder_step.onnx").is_file(), reason="models/translator_de_en not trained yet")
+def test_todays_search_runs_with_the_service_session_options() -> None:
+    old = InProcess(MODEL, (1, 1), module=_todays_module(), todays=False)
+    for session in (old.translator.model.encoder, old.translator.model.decoder):
+        options = session.get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    new = InProcess(MODEL, (1, 1), todays=False)
+    sentences = ["Guten Morgen.", "Wie spät ist es?"]
+    assert old.all_at_once(sentences, 5).outputs == new.all_at_once(sentences, 5).outputs
+
+
+def test_summarise_with_and_without_todays_search() -> None:
+    pairs = [("Ich bin hier.", "I am here."), ("Es regnet.", "It is raining.")]
+    served = Timed(["I am here.", "It is raining."], [40, 30], 0.5)
+    single = Timed(["I am here.", "It is raining."], [10, 8], 2.0)
+    todays = Timed(["I am here.", "It rains."], [], 4.0)
+    batch = Timed(["I am here.", "It is raining."], [], 1.0, todays=Todays(todays))
+    result = summarise(pairs, [4, 3], single, batch, served, clients=16, beam=5, batch_size=32)
+    assert result.todays_per_s == pytest.approx(0.5) and result.todays_identical_share == pytest.approx(0.5)
+    assert result.todays_examples == [("Es regnet.", "It is raining.", "It rains.")]
+    assert result.todays_bleu is not None and result.todays_bleu < result.batch_bleu
+    missing = Timed(batch.outputs, [], 1.0, todays=Todays(None, "git is not installed"))
+    result = summarise(pairs, [4, 3], single, missing, served, clients=16, beam=5, batch_size=32)
+    assert result.todays_per_s is None and result.todays_note == "git is not installed"
