@@ -29,6 +29,7 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
     model_shape: tuple[int, ...] = ()
+    optional: bool = False  # Triton's `optional: true`: a request may leave it out
 
     def __post_init__(self) -> None:
         if not self.model_shape:
@@ -85,7 +86,8 @@ def _tensor_specs(tensors: list, batched: bool) -> tuple[TensorSpec, ...]:
     prefix = (-1,) if batched else ()
     return tuple(
         TensorSpec(t.name, datatype_name(t.data_type), prefix + tuple(t.dims),
-                   prefix + tuple(t.reshape.shape) if t.HasField("reshape") else prefix + tuple(t.dims))
+                   prefix + tuple(t.reshape.shape) if t.HasField("reshape") else prefix + tuple(t.dims),
+                   optional=bool(getattr(t, "optional", False)))
         for t in tensors
     )
 

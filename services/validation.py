@@ -98,15 +98,17 @@ def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
                 )
             rows.add(batch)
         seen.add(tensor.name)
-    missing = [t.name for t in spec.inputs if t.name not in seen]
+    missing = [t.name for t in spec.inputs if t.name not in seen and not t.optional]
     if missing:
         raise InvalidArgument(f"missing input '{missing[0]}'; model '{spec.name}' takes {expected}")
+    if not seen:
+        raise InvalidArgument(f"no input given; model '{spec.name}' takes {expected}")
     if len(rows) > 1:
         raise InvalidArgument(f"inputs disagree on the batch size: {sorted(rows)}")
     inputs = request_inputs(request)  # checks byte sizes and BYTES framing
     _check_ranges(spec, inputs)
     for t in spec.inputs:  # the graph's own shape (config reshape), so batches concatenate
-        if t.model_shape != t.shape:
+        if t.name in inputs and t.model_shape != t.shape:
             lead: tuple[int, ...] = (inputs[t.name].shape[0],) if spec.max_batch_size > 0 else ()
             inputs[t.name] = inputs[t.name].reshape(lead + t.model_shape[len(lead):])
     wanted = [o.name for o in request.outputs]

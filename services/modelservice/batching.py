@@ -59,10 +59,12 @@ class BatchPolicy:
 
 @dataclass
 class WaitEstimator:
-    """Arrivals per second while a batch waited for more, over recent waits (decayed sums).
+    """Arrivals per second while a batch could have waited for more, over recent observations
+    (sums decayed per observation, each weighted by its duration).
 
-    Only waits are observed: the overall arrival rate says nothing about a closed-loop client,
-    whose next request comes only after this one is answered.
+    Observed: the waits, and the span after a batch that went without waiting (what arrived
+    meanwhile could have joined it). Not the overall arrival rate: that says nothing about a
+    closed-loop client, whose next request comes only after this one is answered.
     """
 
     decay: float = 0.7  # weight of the past per observed wait: a new regime shows within ~5 waits

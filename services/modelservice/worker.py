@@ -48,6 +48,16 @@ Reply = tuple[str, ReplyEntry]  # (reply stream, reply)
 
 
 @dataclass(frozen=True)
+class Poison:
+    """A request the model failed on alone, on every attempt."""
+
+    reason: str
+
+
+Result = dict[str, np.ndarray] | TensorgateError | Poison  # one request's outcome of a batch
+
+
+@dataclass(frozen=True)
 class Job:
     """One decoded, valid request waiting for its batch."""
 
@@ -81,6 +91,7 @@ class Worker:
         self.statistics = statistics
         self.policy = BatchPolicy.from_spec(spec)
         self.estimator = WaitEstimator()
+        self._no_wait_since: float | None = None  # when the last batch went without waiting
         self._pending = metrics.pending_requests.labels(spec.name)
         self._backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
         self._answers: Coalescer[tuple[bytes, Reply], None] = Coalescer(self._finish_together)
@@ -209,7 +220,7 @@ class Worker:
         """Gather one batch by the policy; answers bad and expired entries on the way."""
         jobs: list[Job] = []
         rows = 0
-        new_jobs = await self._read_jobs(self.policy.capacity)
+        new_jobs = await self._read_after_no_wait() or await self._read_jobs(self.policy.capacity)
         started = time.monotonic()
         while True:
             overflow: list[Delivery] = []
@@ -231,11 +242,24 @@ class Worker:
             wait = self.estimator.plan(rows, self.policy.target(rows),
                                        self.policy.remaining_delay_s(now - started), now)
             if wait <= 0:
+                self._no_wait_since = now
                 return jobs
             await asyncio.sleep(wait)
             deliveries = await self.consumer.read(self.policy.capacity - rows, None)
             self.estimator.observe(len(deliveries), time.monotonic() - now)
             new_jobs = await self._accept(deliveries)
+
+    async def _read_after_no_wait(self) -> list[Job]:
+        """After a batch went without waiting, look (without blocking) for what arrived since:
+        those requests could have joined it. It keeps the estimator measuring while it says "do
+        not wait", so a burst after a quiet spell is seen within a few batches, not at the next
+        probe."""
+        since, self._no_wait_since = self._no_wait_since, None
+        if since is None or self._backlog or self._drained():
+            return []
+        deliveries = await self.consumer.read(self.policy.capacity, None)
+        self.estimator.observe(len(deliveries), time.monotonic() - since)
+        return await self._accept(deliveries)
 
     async def _run_reclaimed(self, jobs: list[Job]) -> None:
         """Run taken-over entries at once, in batches by the policy: left for the main loop, they
@@ -306,63 +330,124 @@ class Worker:
         started = time.time()
         outputs = [o.name for o in self.spec.outputs if any(o.name in j.valid.outputs for j in jobs)]
         loop = asyncio.get_running_loop()
+        poisoned: list[tuple[Job, str]] = []
         try:
             results, timings = await loop.run_in_executor(self.executor, self._run_batch, jobs, outputs)
-            replies = [self._ok_reply(job, part) for job, part in zip(jobs, results)]
-            self.statistics.add(name, self._execution(jobs, started, timings))
-            outcome = "success"
+            replies: list[Reply] = []
+            done: list[Job] = []
+            for job, result in zip(jobs, results):
+                if isinstance(result, Poison):
+                    poisoned.append((job, result.reason))
+                    continue
+                done.append(job)
+                if isinstance(result, TensorgateError):
+                    self.metrics.requests.labels(name, result.reason).inc()
+                    replies.append(_error_reply(job.entry, result))
+                else:
+                    self.metrics.requests.labels(name, "success").inc()
+                    replies.append(self._ok_reply(job, result))
+            ran = [j for j, r in zip(jobs, results) if isinstance(r, dict)]
+            if ran:
+                self.statistics.add(name, self._execution(ran, started, timings))
         except Exception:
             log.exception("batch of %d failed", len(jobs))
             err = InternalError("the model failed on this batch")
-            replies = [_error_reply(j.entry, err) for j in jobs]
-            outcome = "internal"
+            done, replies = jobs, [_error_reply(j.entry, err) for j in jobs]
+            self.metrics.requests.labels(name, "internal").inc(len(jobs))
         try:
-            await self.consumer.finish([j.delivery.entry_id for j in jobs], replies)
+            await self.consumer.finish([j.delivery.entry_id for j in done], replies)
+            if poisoned:
+                await self._dead_letter_poison(poisoned)
         except RedisError as err:
             # Not acknowledged: the entries stay pending and another replica (or we) reclaim them.
             log.warning("could not write replies (%s); entries stay pending", err)
+        finally:
             self._pending.dec(len(jobs))
-            return
-        self.metrics.requests.labels(name, outcome).inc(len(jobs))
-        self._pending.dec(len(jobs))
+
+    async def _dead_letter_poison(self, poisoned: list[tuple[Job, str]]) -> None:
+        """Requests that failed the model alone, every attempt: kept for inspection, callers told."""
+        name = self.spec.name
+        err = InternalError(f"the model failed on this request {self.settings.max_deliveries} times; kept for inspection")
+        for job, reason in poisoned:
+            log.error("request %s failed the model alone %d times (%s): dead-lettered",
+                      job.entry.request_id, self.settings.max_deliveries, reason)
+            await self.consumer.dead_letter([job.delivery], f"model failed: {reason}")
+        await self.consumer.finish([], [_error_reply(job.entry, err) for job, _ in poisoned])
+        self.metrics.dead_letters.labels(name).inc(len(poisoned))
+        self.metrics.requests.labels(name, "internal").inc(len(poisoned))
 
     def _ok_reply(self, job: Job, outputs: dict[str, np.ndarray]) -> Reply:
         response = build_response(self.spec.name, self.spec.version, job.request.id, outputs)
         return job.entry.reply_to, ReplyEntry(job.entry.request_id, 0, "", response.SerializeToString())
 
-    def _run_batch(self, jobs: list[Job], outputs: list[str]) -> tuple[list[dict[str, np.ndarray]], tuple[int, int, int]]:
-        """Executor thread: concatenate, run, split. Returns per-job outputs and (input, infer, output) ns."""
-        results: list[dict[str, np.ndarray]] = [{} for _ in jobs]
+    def _run_batch(self, jobs: list[Job], outputs: list[str]) -> tuple[list[Result], tuple[int, int, int]]:
+        """Executor thread: prepare each request, concatenate, run, split. Returns per-job results
+        (outputs, the TensorgateError that refused the request, or Poison) and (input, infer,
+        output) ns."""
+        results: list[Result] = [{} for _ in jobs]
         spans = [0, 0, 0]
-        # Requests with different options (e.g. beam sizes) cannot share one model call.
-        groups: dict[tuple[tuple[str, int], ...], list[int]] = {}
+        t0 = time.perf_counter_ns()
+        prepared: dict[int, dict[str, np.ndarray]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault(job.valid.options, []).append(i)
-        for options, members in groups.items():
-            t0 = time.perf_counter_ns()
-            group = [jobs[i] for i in members]
-            rows = [j.valid.rows for j in group]
-            if not self.policy.batching:
-                feed = dict(group[0].valid.inputs)
-            elif len(group) == 1:
-                feed = group[0].valid.inputs
-            else:
-                feed = {t.name: np.concatenate([j.valid.inputs[t.name] for j in group]) for t in self.spec.inputs}
-            t1 = time.perf_counter_ns()
-            merged = self.model.run(feed, outputs, dict(options))
-            t2 = time.perf_counter_ns()
-            if self.policy.batching and len(group) > 1:
-                parts = {k: split_rows(v, rows) for k, v in merged.items()}
-                for n, (i, j) in enumerate(zip(members, group)):
-                    results[i] = {k: parts[k][n] for k in j.valid.outputs}
-            else:
-                results[members[0]] = {k: merged[k] for k in group[0].valid.outputs}
-            t3 = time.perf_counter_ns()
-            spans = [spans[0] + t1 - t0, spans[1] + t2 - t1, spans[2] + t3 - t2]
+            try:
+                prepared[i] = self.model.prepare(job.valid.inputs)
+            except TensorgateError as err:  # e.g. an undecodable image: this request alone fails
+                results[i] = err
+        spans[0] += time.perf_counter_ns() - t0
+        # Requests with different options (e.g. beam sizes) or inputs cannot share one model call.
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for i, inputs in prepared.items():
+            groups.setdefault((jobs[i].valid.options, tuple(sorted(inputs))), []).append(i)
+        for members in groups.values():
+            self._run_group(jobs, prepared, members, outputs, results, spans)
         m = self.metrics
         m.batch_size.labels(self.spec.name).observe(sum(j.valid.rows for j in jobs))
         m.compute_duration.labels(self.spec.name).observe(sum(spans) / 1e9)
         return results, (spans[0], spans[1], spans[2])
+
+    def _run_group(self, jobs: list[Job], prepared: dict[int, dict[str, np.ndarray]], members: list[int],
+                   outputs: list[str], results: list[Result], spans: list[int]) -> None:
+        """Run requests of equal options in one model call. If the model fails, split the group in
+        halves and run each, down to the request that fails alone: its batch-mates are answered.
+        A request that fails alone is tried `max_deliveries` times on its own before it is poison."""
+        t0 = time.perf_counter_ns()
+        group = [jobs[i] for i in members]
+        rows = [j.valid.rows for j in group]
+        names = list(prepared[members[0]])
+        if len(members) == 1 or not self.policy.batching:
+            feed = prepared[members[0]]
+        else:
+            feed = {name: np.concatenate([prepared[i][name] for i in members]) for name in names}
+        t1 = time.perf_counter_ns()
+        attempts = self.settings.max_deliveries if len(members) == 1 else 1
+        failure = ""
+        for _ in range(max(1, attempts)):
+            try:
+                merged = self.model.run(feed, outputs, dict(group[0].valid.options))
+                break
+            except Exception as err:  # the model itself failed: find the culprit
+                failure = f"{type(err).__name__}: {err}"
+                log.warning("model call over %d request(s) failed: %s", len(members), failure)
+        else:
+            spans[1] += time.perf_counter_ns() - t1
+            if len(members) == 1:
+                results[members[0]] = Poison(failure)
+                return
+            half = len(members) // 2
+            self._run_group(jobs, prepared, members[:half], outputs, results, spans)
+            self._run_group(jobs, prepared, members[half:], outputs, results, spans)
+            return
+        t2 = time.perf_counter_ns()
+        if self.policy.batching and len(members) > 1:
+            parts = {k: split_rows(v, rows) for k, v in merged.items()}
+            for n, (i, j) in enumerate(zip(members, group)):
+                results[i] = {k: parts[k][n] for k in j.valid.outputs}
+        else:
+            results[members[0]] = {k: merged[k] for k in group[0].valid.outputs}
+        t3 = time.perf_counter_ns()
+        spans[0] += t1 - t0
+        spans[1] += t2 - t1
+        spans[2] += t3 - t2
 
     def _execution(self, jobs: Sequence[Job], started: float, timings: tuple[int, int, int]) -> dict[str, int]:
         queue_ns = 0

@@ -3,7 +3,8 @@ separate processes on free ports, over a repository of tiny models.
 
 Models: `mnist_mlp` (tiny linear stand-in, batching window 5 ms), `small_queue` (queue of 4;
 tests pause its replica with SIGSTOP), `orphan` (no replica at all), `reclaim` (a replica quick to take over stale entries),
-`wide_window` (a 300 ms batching window, for the adaptive batcher).
+`wide_window` (a 300 ms batching window, for the adaptive batcher), `poison` (a runner that fails
+on negative pixels, tests/faults.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     make_tiny_repository(repo, "orphan")
     make_tiny_repository(repo, "reclaim")
     make_tiny_repository(repo, "wide_window", max_batch_size=64, delay_us=300_000)  # 300 ms batching window
+    make_tiny_repository(repo, "poison", max_batch_size=8, delay_us=500_000)
+    with (repo / "poison" / "config.pbtxt").open("a") as config:  # fails on negative pixels (tests/faults.py)
+        config.write('parameters { key: "runner" value: { string_value: "tests.faults:PoisonOnNegative" } }\n')
     logs = root / "logs"
     logs.mkdir()
     redis = RedisServer(root / "redis")
@@ -62,6 +66,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "mnist_mlp": start_model_service(repo, "mnist_mlp", redis.url, logs),
         "small_queue": start_model_service(repo, "small_queue", redis.url, logs),
         "wide_window": start_model_service(repo, "wide_window", redis.url, logs),
+        "poison": start_model_service(repo, "poison", redis.url, logs, max_deliveries="3"),
         # Takes over entries idle for 0.5 s; the third delivery of one goes to the dead-letter stream.
         "reclaim": start_model_service(repo, "reclaim", redis.url, logs, claim_idle_ms="500", claim_interval_s="0.2",
                                        max_deliveries="3"),

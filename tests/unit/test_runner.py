@@ -101,3 +101,15 @@ def test_cgroup_quota_narrows_the_usable_cores(tmp_path: Path) -> None:
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpu_limit(v1) == 4.0
+
+
+def test_a_config_may_name_a_runner_class_by_its_path(tmp_path: Path) -> None:
+    make_tiny_repository(tmp_path, "m")
+    config = tmp_path / "m" / "config.pbtxt"
+    base = config.read_text()
+    config.write_text(base + 'parameters { key: "runner" value: { string_value: "tests.faults:PoisonOnNegative" } }\n')
+    model = load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
+    assert type(model).__name__ == "PoisonOnNegative"
+    config.write_text(base + 'parameters { key: "runner" value: { string_value: "pathlib:Path" } }\n')
+    with pytest.raises(ValueError, match="is not a Model subclass"):
+        load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))

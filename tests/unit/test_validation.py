@@ -122,3 +122,22 @@ def test_value_range_parameter_bounds_an_input(tmp_path: Path) -> None:
     for bad in (10, -1):
         with pytest.raises(InvalidArgument, match=rf"input 'digit': values must be in 0..9, got {bad}"):
             validate(spec, request(("digit", np.array([3, bad], np.int64)), ("seed", np.array([1, 2], np.int64))))
+
+
+def test_optional_inputs_may_be_left_out_but_not_all(tmp_path: Path) -> None:
+    make_tiny_repository(tmp_path, "m", max_batch_size=4)
+    config = tmp_path / "m" / "config.pbtxt"
+    config.write_text(config.read_text().replace(
+        '{ name: "image" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] }',
+        '{ name: "image" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] optional: true },\n'
+        '  { name: "image_bytes" data_type: TYPE_STRING dims: [ 1 ] reshape: { shape: [ ] } optional: true }'))
+    spec = load_spec(tmp_path / "m")
+    assert [t.optional for t in spec.inputs] == [True, True]
+    pixels = validate(spec, request(("image", np.zeros((2, 1, 28, 28), np.float32))))
+    assert set(pixels.inputs) == {"image"} and pixels.rows == 2
+    encoded = pb.ModelInferRequest(model_name="m")
+    add_input(encoded, "image_bytes", np.array([[b"\x89PNG..."]], dtype=object))
+    valid = validate(spec, encoded)
+    assert set(valid.inputs) == {"image_bytes"} and valid.inputs["image_bytes"].shape == (1,)  # reshaped to [N]
+    with pytest.raises(InvalidArgument, match="no input given"):
+        validate(spec, pb.ModelInferRequest(model_name="m"))

@@ -1,13 +1,15 @@
 """Runners by name: the config parameter `runner` picks one (default `onnx`).
 
 A new kind of model is one module with a `Model` or `ContinuousModel` subclass plus one line in
-RUNNERS. Modules are imported only when a config names them, so serving an MNIST model never
-imports the translator's tokenizer, and no runner imports another.
+RUNNERS (or, without touching this file, `runner: "package.module:Class"` in the config).
+Modules are imported only when a config names them, so serving an MNIST model never imports the
+translator's tokenizer, and no runner imports another.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from services.modelservice.runners.base import ContinuousModel, Model
 from services.repository import ModelSpec
@@ -21,12 +23,15 @@ RUNNERS: dict[str, str] = {
 
 def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
     runner = spec.parameters.get("runner", "onnx")
-    target = RUNNERS.get(runner)
+    target = RUNNERS.get(runner) or (runner if ":" in runner else None)
     if target is None:
         raise ValueError(f"model '{spec.name}': unknown runner '{runner}' (known: {', '.join(sorted(RUNNERS))})")
     module, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module), cls_name)
-    model: Model = cls(spec, settings)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise ValueError(f"model '{spec.name}': runner '{runner}' is not a Model subclass")
+    runner_cls: Any = cls  # every runner takes (spec, settings); Model itself declares no __init__
+    model: Model = runner_cls(spec, settings)
     return model
 
 

@@ -89,6 +89,12 @@ class Model:
 
     provider: str = CPU
 
+    def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One request's validated inputs -> the inputs the graph takes (e.g. encoded images
+        decoded into pixels). Runs in the executor, per request, before batching; raising a
+        TensorgateError fails that request alone. The default passes the inputs through."""
+        return inputs
+
     def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
             options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """One batch: inputs by name (batch first) -> the named outputs. `options` are the
@@ -98,8 +104,10 @@ class Model:
     async def infer(self, inputs: dict[str, np.ndarray], outputs: Sequence[str], options: Mapping[str, int],
                     executor: Executor) -> dict[str, np.ndarray]:
         """One request on its own (the model service's direct gRPC path), off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self.run, inputs, list(outputs), dict(options))
+        def prepared_run() -> dict[str, np.ndarray]:
+            return self.run(self.prepare(inputs), list(outputs), dict(options))
+
+        return await asyncio.get_running_loop().run_in_executor(executor, prepared_run)
 
     def warmup(self) -> None:
         """Run once before reporting ready, so the first request pays no lazy initialisation."""

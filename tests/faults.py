@@ -1,0 +1,27 @@
+"""Runners that fail on purpose, named by test configs (`runner: "tests.faults:..."`): the fault
+injection the integration tests need, on top of the real ONNX runner."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from services.errors import InvalidArgument
+from services.modelservice.runners.onnx import OnnxModel
+
+
+class PoisonOnNegative(OnnxModel):
+    """The model call fails whenever its batch holds a negative pixel (a poison request); a
+    request whose pixels are all exactly 2.0 is refused by `prepare`, as a bad image would be."""
+
+    def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if np.all(inputs["image"] == 2.0):
+            raise InvalidArgument("input 'image': refused by prepare (test)")
+        return inputs
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
+            options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        if (inputs["image"] < 0).any():
+            raise RuntimeError("poisoned batch (test)")
+        return super().run(inputs, outputs, options)
