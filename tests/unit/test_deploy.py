@@ -1,16 +1,19 @@
 """The deployment files agree with the code: docker-compose.yml, the Dockerfiles, Prometheus
-and Grafana (deploy/).
+and Grafana (deploy/). Offline: tests/deploy/ runs the compose stack for real.
 
 - every TENSORGATE_* variable in compose is a real settings field of the process it configures,
   and the ports it publishes are the ones that process listens on;
 - every model of the contract has its model service (compose, Prometheus, GPU override) on the
   contract's port pair, and the local stack (services/stack.py) assigns the same pairs;
+- every ${VARIABLE} of the compose files is documented in .env.example with compose's default;
+  Redis needs its password, keeps an append-only file on a named volume; every service has
+  resource limits and a health check;
 - the compose files, the Prometheus config and every PromQL expression of the dashboard are
   valid (checked by docker-compose, promtool and a real Prometheus when they are installed);
 - every metric the dashboard queries is one services/metrics.py defines (and, for job="gateway",
   one the gateway exposes);
 - the build helpers the Dockerfiles run (requirements from pyproject, protobuf generation,
-  the gRPC health check) work.
+  the gRPC health check) work, and the lock files pin every requirement of pyproject.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -43,6 +48,8 @@ COMPOSE_GPU = ROOT / "deploy" / "docker-compose.gpu.yml"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 DOCKERFILE_GPU = ROOT / "deploy" / "docker" / "Dockerfile.gpu"
 DOCKERIGNORE = ROOT / ".dockerignore"
+ENV_EXAMPLE = ROOT / ".env.example"
+LOCKS = {name: ROOT / "deploy" / "docker" / f"requirements-{name}.lock" for name in ("cpu", "gpu", "tools")}
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "tensorgate.json"
@@ -69,6 +76,8 @@ MODEL_PORTS = {
     "digit_gan": (8104, 9104),
 }
 METRIC_NAME = re.compile(r"\btensorgate_[a-zA-Z0-9_]+")
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error} (compose's forms).
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
 def _yaml() -> Any:
@@ -103,9 +112,10 @@ def _settings(service: dict[str, Any]) -> GatewaySettings | ModelServiceSettings
     role = _role(service)
     assert role is not None
     cls = ROLES[role]
-    prefix = cls.model_config["env_prefix"]
-    fields = {k[len(prefix):].lower(): v for k, v in _environment(service).items() if k.startswith(prefix)}
-    return cls(**fields)
+    # From the environment, as the process reads it (JSON lists such as API_KEYS included).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORGATE_")}
+    with mock.patch.dict(os.environ, {**env, **_environment(service)}, clear=True):
+        return cls()
 
 
 def _published(service: dict[str, Any]) -> set[int]:
@@ -119,9 +129,42 @@ def _published(service: dict[str, Any]) -> set[int]:
     return ports
 
 
+def _env_example() -> dict[str, str]:
+    lines = [line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    return {k.strip(): v.strip() for k, v in lines}
+
+
+def _interpolate(node: Any, env: dict[str, str]) -> Any:
+    """What compose makes of ${...} with these variables set (unset ones take their default)."""
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env) for v in node]
+    if isinstance(node, str):
+        def value(match: re.Match[str]) -> str:
+            name, op, arg = match.groups()
+            if name in env:
+                return env[name]
+            assert op is None or "?" not in op, f"{name} is required: {arg}"
+            return arg or ""
+        return VARIABLE.sub(value, node)
+    return node
+
+
+def _variables(path: Path) -> dict[str, str | None]:
+    """Every ${NAME...} of a file: NAME -> its default (None where it has none)."""
+    found: dict[str, str | None] = {}
+    for name, op, arg in VARIABLE.findall(path.read_text()):
+        default = arg if op and "-" in op else None
+        if found.get(name) is None:
+            found[name] = default
+    return found
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    data = _load_yaml(COMPOSE)
+    """docker-compose.yml as compose reads it with .env.example copied to .env."""
+    data = _interpolate(_load_yaml(COMPOSE), _env_example())
     assert isinstance(data, dict) and "services" in data
     return data
 
@@ -213,12 +256,18 @@ def test_compose_env_vars_are_settings_fields(compose: dict[str, Any]) -> None:
     assert seen > 0
 
 
+def _assert_redis_url(url: str) -> None:
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.hostname, parts.port, parts.path) == ("redis", "redis", 6379, "/0"), url
+    assert parts.password == _env_example()["TENSORGATE_REDIS_PASSWORD"], "the password of .env"
+
+
 def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
     services = compose["services"]
     gateway = _settings(services["gateway"])
     assert (gateway.grpc_port, gateway.metrics_port) == (8001, 8002)
     assert _published(services["gateway"]) == {8001, 8002}
-    assert gateway.redis_url.startswith("redis://redis:6379")
+    _assert_redis_url(gateway.redis_url)
 
     models = {name: s for name, s in services.items() if _role(s) == "services.modelservice"}
     assert "mnist_mlp" in models
@@ -227,7 +276,7 @@ def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
         settings = _settings(service)
         assert isinstance(settings, ModelServiceSettings)
         assert settings.name == name, "a model service is named after the model it serves"
-        assert settings.redis_url.startswith("redis://redis:6379")
+        _assert_redis_url(settings.redis_url)
         assert {settings.grpc_port, settings.metrics_port}.isdisjoint(ports), f"{name}: port clash"
         ports |= {settings.grpc_port, settings.metrics_port}
         assert {int(p) for p in service.get("expose", [])} == {settings.grpc_port, settings.metrics_port}
@@ -247,7 +296,7 @@ def test_compose_ports_match_settings(compose: dict[str, Any]) -> None:
 def test_compose_gpu_reservation_only_in_override(compose: dict[str, Any]) -> None:
     # The base file must start on a machine without a GPU: no device reservations there.
     assert not [k for k, v in _walk(compose) if k == "devices"]
-    override = _load_yaml(COMPOSE_GPU)
+    override = _interpolate(_load_yaml(COMPOSE_GPU), _env_example())
     models = {name for name, s in compose["services"].items() if _role(s) == "services.modelservice"}
     assert set(override["services"]) <= models
     assert set(MODEL_PORTS) <= set(override["services"]), "every model service reserves a GPU"
@@ -255,7 +304,7 @@ def test_compose_gpu_reservation_only_in_override(compose: dict[str, Any]) -> No
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}], name
         assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile.gpu", name
-        assert service["image"] == "tensorgate:gpu", name
+        assert service["image"] == "tensorgate:gpu", name  # TENSORGATE_GPU_IMAGE's default
         assert _environment(service)["TENSORGATE_MODEL_DEVICE"] in ("cuda", "auto"), name
         # The override touches only the image and the device: name and ports stay the base file's.
         assert not {"TENSORGATE_MODEL_NAME", "TENSORGATE_MODEL_GRPC_PORT"} & set(_environment(service)), name
@@ -263,12 +312,58 @@ def test_compose_gpu_reservation_only_in_override(compose: dict[str, Any]) -> No
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed (apt-get install docker-compose)")
 @pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, COMPOSE_GPU]], ids=["cpu", "gpu-override"])
-def test_compose_config_is_valid(files: list[Path]) -> None:
-    args = ["docker-compose"]
+def test_compose_config_is_valid(files: list[Path], tmp_path: Path) -> None:
+    args = ["docker-compose", "--env-file", str(ENV_EXAMPLE)]
     for path in files:
         args += ["-f", str(path)]
     result = subprocess.run(args + ["config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+    # Without the Redis password compose refuses to start, saying what to do.
+    (tmp_path / "empty.env").write_text("")
+    args[2] = str(tmp_path / "empty.env")
+    result = subprocess.run(args + ["config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "TENSORGATE_REDIS_PASSWORD" in result.stderr and ".env.example" in result.stderr
+
+
+def test_env_example_documents_every_variable() -> None:
+    example = _env_example()
+    variables = {**_variables(COMPOSE_GPU), **_variables(COMPOSE)}
+    assert set(variables) == set(example), "every ${VARIABLE} of the compose files, and only those"
+    for name, default in variables.items():
+        if default is not None:
+            assert example[name] == default, f"{name}: .env.example says {example[name]!r}, compose {default!r}"
+    assert _variables(COMPOSE)["TENSORGATE_REDIS_PASSWORD"] is None, "no default password"
+
+
+def test_env_is_ignored_and_example_is_not() -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, timeout=30).returncode == 0
+    assert ignored(".env") and not ignored(".env.example")
+    assert ".env" not in {line.strip().lstrip("!") for line in DOCKERIGNORE.read_text().splitlines()
+                          if line.startswith("!")}, ".env never enters the build context"
+
+
+def test_compose_runs_as_production_wants(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis = services["redis"]
+    command = redis["command"]
+    for flag, value in (("--appendonly", "yes"), ("--appendfsync", "everysec"), ("--dir", "/data")):
+        assert command[command.index(flag) + 1] == value, flag
+    assert command[command.index("--requirepass") + 1] == _env_example()["TENSORGATE_REDIS_PASSWORD"]
+    assert "redis-data:/data" in redis["volumes"] and "redis-data" in compose["volumes"]
+    for name, service in services.items():
+        assert service.get("cpus") and service.get("mem_limit"), f"{name}: no resource limits"
+        assert service.get("healthcheck", {}).get("test"), f"{name}: no health check"
+        assert service.get("restart") == "unless-stopped", name
+    # The gateway takes requests once every model service is healthy (not merely started).
+    depends = services["gateway"]["depends_on"]
+    assert {name: dep["condition"] for name, dep in depends.items()} == dict.fromkeys(
+        ("redis", *MODEL_PORTS), "service_healthy")
+    prometheus = services["prometheus"]
+    assert "./deploy/prometheus/rules:/etc/prometheus/rules:ro" in prometheus["volumes"]
+    assert _load_yaml(PROMETHEUS)["rule_files"] == ["rules/*.yml"]
 
 
 # ----------------------------------------------------------------------------- images
@@ -281,7 +376,11 @@ def test_dockerfiles() -> None:
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:\S+-cudnn-runtime-", gpu, re.M)
     for text, extra in ((cpu, "cpu"), (gpu, "gpu")):
         assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage build"
-        assert f"ARG ORT_EXTRA={extra}" in text
+        # Exactly the locked files, and pip's CA bundle only as a build secret (never a layer).
+        assert f"-r /build/requirements-{extra}.lock" in text and "-r /build/requirements-tools.lock" in text
+        assert text.count("--require-hashes") == 2
+        assert "--mount=type=secret,id=pip_cert" in text
+        assert not re.search(r"^# syntax=", text, re.M), "no frontend pulled from Docker Hub"
         assert "protos/generate.sh" in text
         assert re.search(r"^USER (?!root|0\b)\S+", text, re.M), "runs as a non-root user"
         assert "/app/models" in text
@@ -290,7 +389,7 @@ def test_dockerfiles() -> None:
     assert 'CMD ["python", "-m", "services.gateway"]' in cpu
     # Everything the Dockerfiles copy from the context passes .dockerignore's whitelist.
     allowed = {line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")}
-    for needed in ("pyproject.toml", "protos", "services", "training", "models", "deploy/docker"):
+    for needed in ("protos", "services", "models", "deploy/docker"):
         assert needed in allowed
 
 
@@ -311,6 +410,43 @@ def test_image_requirements_come_from_pyproject() -> None:
         assert {"grpcio", "redis", "prometheus-client", "pydantic-settings"} <= set(reqs)
         assert "torch" not in reqs and "grpcio-tools" not in reqs
     assert _requirements("--only", "dev", "grpcio-tools") == ["grpcio-tools"]
+
+
+def _lock(path: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (pinned versions, hashes) of a lock file (one entry per marker line)."""
+    pins: dict[str, tuple[list[str], list[str]]] = {}
+    text = path.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line)
+        assert match, f"{path.name}: not pinned with ==: {line}"
+        versions, hashes = pins.setdefault(match.group(1).lower(), ([], []))
+        versions.append(match.group(2))
+        found = re.findall(r"--hash=sha256:([0-9a-f]{64})", line)
+        assert found, f"{path.name}: {match.group(1)} has no hash"
+        hashes += found
+    return pins
+
+
+@pytest.mark.parametrize("name, spec", [("cpu", ["cpu"]), ("gpu", ["gpu"]), ("tools", ["--only", "dev", "grpcio-tools"])])
+def test_lock_files_pin_every_requirement(name: str, spec: list[str]) -> None:
+    """Each lock satisfies pyproject's ranges (else: `make lock`)."""
+    packaging = pytest.importorskip("packaging.requirements")
+    sys.path.insert(0, str(ROOT / "deploy" / "docker"))
+    try:
+        from requirements import requirement_lines
+    finally:
+        sys.path.pop(0)
+    pins = _lock(LOCKS[name])
+    for line in requirement_lines(ROOT / "pyproject.toml", spec):
+        req = packaging.Requirement(line)
+        key = req.name.lower().replace("_", "-")
+        assert key in pins, f"{req.name} is not in {LOCKS[name].name}: run `make lock`"
+        for version in pins[key][0]:
+            assert req.specifier.contains(version, prereleases=True), (
+                f"{LOCKS[name].name} pins {req.name}=={version}, pyproject wants {req.specifier}: run `make lock`")
+    assert "torch" not in pins
 
 
 def test_protos_generate_script(tmp_path: Path) -> None:
@@ -408,7 +544,7 @@ def test_grafana_provisioning(compose: dict[str, Any]) -> None:
     assert mounts["./deploy/grafana/dashboards"] in paths
     env = _environment(grafana)
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
-    assert "3000:3000" in grafana["ports"]
+    assert [port.split(":", 1)[1] for port in grafana["ports"]] == ["3000:3000"]
 
 
 def test_dashboard_shape(dashboard: dict[str, Any]) -> None:
