@@ -7,13 +7,15 @@ PROTO_OUT := services/proto
 PROTO_STAMP := $(PROTO_OUT)/grpc_service_pb2.py
 EXTRAS ?= cpu,train,dev
 
-.PHONY: help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up test typecheck test-unit test-integration bench clean
+.PHONY: help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up test typecheck test-unit test-integration bench clean \
+	rules lock images images-local test-deploy k8s
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-deps:  ## system packages: redis-server (and libb64 for perf_analyzer) through apt-get when missing
+deps:  ## system packages: redis-server, prometheus (promtool), libb64 for perf_analyzer, through apt-get when missing
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 	@ldconfig -p | grep -q libb64.so.0d || { apt-get update -qq && apt-get install -y -qq libb64-0d || true; }
 
 $(STAMP): pyproject.toml
@@ -63,7 +65,7 @@ train: train-mlp train-cnn train-gan train-translator  ## train every model (the
 up: deps $(PROTO_STAMP)  ## start redis, the model services, the gateway (+Prometheus) locally; Ctrl-C stops
 	$(PY) -m services.stack
 
-test: deps $(PROTO_STAMP) typecheck  ## type-check services/ and run the whole test suite
+test: deps $(PROTO_STAMP) typecheck rules $(DEPLOY_STAMP)  ## type-check, check the Prometheus rules, run the whole suite (tests/deploy: with a Docker engine)
 	$(PY) -m pytest -q
 
 typecheck: $(PROTO_STAMP)  ## mypy over services/ (type hints everywhere there)
@@ -77,6 +79,36 @@ test-integration: deps $(PROTO_STAMP)
 
 bench: deps $(PROTO_STAMP)  ## raw ORT, gateway, model service, PyTriton, translator side by side -> docs/benchmarks.md (~15 min; BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)  # builds .bench/pytriton (Debian python3.11) and fetches the Ding test split on first use
+
+# Offline checks of the Kubernetes manifests (tests/deploy/test_k8s.py); not in pyproject's
+# extras so that serving installs stay small.
+DEPLOY_TOOLS := kubernetes-validate==1.37.0 cloudcoil-models-keda==2.16.1.0
+DEPLOY_STAMP := $(VENV)/.deploy-tools
+
+$(DEPLOY_STAMP): $(STAMP) Makefile
+	$(PY) -m pip install -q $(DEPLOY_TOOLS)
+	touch $@
+
+rules: deps  ## promtool: check the recording/alert rules and run their unit tests (deploy/prometheus/tests)
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+
+lock: $(STAMP)  ## re-pin the images' requirements (deploy/docker/requirements-*.lock) from pyproject.toml
+	$(PY) deploy/docker/lock.py $(if $(PIP_CERT),--cert $(PIP_CERT))
+
+images:  ## build the images from the public bases (Docker Hub): docker compose build
+	docker-compose build
+
+images-local:  ## build every image the stack needs from a debootstrap Debian base (no registry; root)
+	deploy/docker/local-images.sh
+
+test-deploy: $(PROTO_STAMP) $(DEPLOY_STAMP)  ## build the images, run docker-compose.yml for real and check it (needs dockerd)
+	$(PY) -m pytest -q tests/deploy
+
+k8s:  ## render the Kubernetes overlays (deploy/k8s/overlays/cpu and gpu) with kubectl kustomize
+	kubectl kustomize deploy/k8s/overlays/cpu > /dev/null
+	kubectl kustomize deploy/k8s/overlays/gpu > /dev/null
+	@echo "deploy/k8s: cpu and gpu overlays render"
 
 clean:  ## remove generated code and local state (keeps the virtualenv)
 	rm -rf $(PROTO_OUT)/*_pb2*.py $(PROTO_OUT)/*_pb2.pyi .stack .pytest_cache
