@@ -78,10 +78,22 @@ class ModelServiceSettings(ServerSettings):
     )
     redis_timeout_s: float = Field(5.0, description="Timeout of every non-blocking Redis command.")
     idle_block_ms: int = Field(1000, description="How long one XREADGROUP waits for work when the queue is empty.")
-    claim_idle_ms: int = Field(30_000, description="Entries pending this long on another replica are taken over (XAUTOCLAIM).")
-    claim_interval_s: float = Field(5.0, description="How often to look for stale entries of dead replicas.")
+    claim_idle_ms: int = Field(
+        30_000, description="Entries pending this long on any replica are taken over (XAUTOCLAIM), heartbeat or not."
+    )
+    claim_interval_s: float = Field(0.5, description="How often to look for entries of dead replicas.")
+    replica_dead_s: float = Field(
+        1.5, description="A replica silent this long (no heartbeat, also while draining) is dead: its pending entries "
+        "are taken over at once."
+    )
+    takeover_idle_ms: int = Field(
+        1000, description="An entry of a dead replica is taken only once idle this long, so two live replicas never "
+        "take it from each other in turn."
+    )
     max_deliveries: int = Field(3, description="An entry delivered this many times without an ACK goes to the dead-letter stream.")
-    heartbeat_s: float = Field(1.0, description="Interval of the replica heartbeat the gateway reads for ModelReady.")
+    heartbeat_s: float = Field(
+        0.5, description="Interval of the replica heartbeat (the gateway reads it for ModelReady; replicas for liveness)."
+    )
     drain_s: float = Field(
         1.5,
         description="On shutdown, how long the replica still takes work after leaving the replica set "

@@ -96,6 +96,7 @@ class Worker:
         self._backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
         self._answers: Coalescer[tuple[bytes, Reply], None] = Coalescer(self._finish_together)
         self._stopping = asyncio.Event()
+        self._exited = False
         self._stop_time = 0.0
         self._background: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
@@ -103,7 +104,7 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
         await self.consumer.ensure_group()
-        self._background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._reclaims())]
+        self._background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._take_overs())]
         try:
             if isinstance(self.model, ContinuousModel):
                 await self._run_continuous(self.model)
@@ -112,7 +113,7 @@ class Worker:
             if self._running:
                 await asyncio.wait(self._running)
         finally:
-            await self._leave()
+            await self._exit()
 
     async def _run_batches(self) -> None:
         instances = self.spec.instance_count
@@ -146,18 +147,19 @@ class Worker:
             await self._recreate_group(err)
             return []
 
-    async def _leave(self) -> None:
-        """Stop heartbeats and reclaiming, and drop out of the replica set at once, so gateways
-        stop counting on this replica while it finishes what it holds."""
+    async def _exit(self) -> None:
+        """Stop heartbeats and take-overs, and leave the alive set: whatever is still pending under
+        this name (replies that could not be written) is taken over by another replica at once."""
         # A cancel that lands inside a redis-py call can come back as a timeout error, which the
-        # loops retry: they also end on the stopping flag, and we wait for them a bounded time.
+        # loops retry: they also end on the flag, and we wait for them a bounded time.
+        self._exited = True
         for task in self._background:
             task.cancel()
         if self._background:
             await asyncio.wait(self._background, timeout=self.settings.redis_timeout_s + 1)
         self._background = []
         try:
-            await self.consumer.leave()
+            await self.consumer.exit()
         except RedisError:
             pass
 
@@ -175,35 +177,47 @@ class Worker:
         this replica before they saw it leave), finish what it holds, then return from run()."""
         self._stopping.set()
         self._stop_time = time.monotonic()
-        await self._leave()
+        try:  # gateways stop counting on this replica; it still heartbeats as alive while it drains
+            await self.consumer.leave()
+        except RedisError:
+            pass
 
     def _drained(self) -> bool:
         return self._stopping.is_set() and time.monotonic() - self._stop_time >= self.settings.drain_s
 
     async def _heartbeats(self) -> None:
-        while not self._stopping.is_set():  # the flag, not only a cancel, ends it (see _leave)
+        while not self._exited:  # the flag, not only a cancel, ends it (see _exit)
             try:
-                await self.consumer.heartbeat()
+                await self.consumer.heartbeat(ready=not self._stopping.is_set())
             except RedisError as err:
                 log.warning("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_s)
 
-    async def _reclaims(self) -> None:
+    async def _take_overs(self) -> None:
+        """Run what dead replicas left pending: at once for a replica that stopped heartbeating,
+        after `claim_idle_ms` for any entry (a replica that heartbeats but never answers)."""
+        s = self.settings
         while not self._stopping.is_set():
-            await asyncio.sleep(self.settings.claim_interval_s)
+            await asyncio.sleep(s.claim_interval_s)
             try:
-                fresh, poisoned = await self.consumer.claim_stale(self.settings.claim_idle_ms, self.settings.max_deliveries)
-                if poisoned:
-                    self.metrics.dead_letters.labels(self.spec.name).inc(len(poisoned))
-                    err = InternalError(f"request failed on {self.settings.max_deliveries} deliveries; kept for inspection")
-                    replies = [_error_reply(d.request, err) for d in poisoned if d.request]
-                    await self.consumer.finish([], replies)
-                if fresh:
-                    log.info("took over %d stale entries", len(fresh))
-                    self.metrics.reclaimed.labels(self.spec.name).inc(len(fresh))
-                    await self._run_reclaimed(await self._accept(fresh))
+                fresh, poisoned, dead = await self.consumer.take_over_dead(
+                    s.replica_dead_s, s.takeover_idle_ms, s.max_deliveries)
+                if dead:
+                    log.warning("replicas %s stopped heartbeating; took over %d of their entries", dead, len(fresh))
+                stale, stale_poisoned = await self.consumer.claim_stale(s.claim_idle_ms, s.max_deliveries)
+                await self._run_taken_over(fresh + stale, poisoned + stale_poisoned)
             except RedisError as err:
-                log.warning("reclaim failed: %s", err)
+                log.warning("take-over failed: %s", err)
+
+    async def _run_taken_over(self, fresh: list[Delivery], poisoned: list[Delivery]) -> None:
+        if poisoned:
+            self.metrics.dead_letters.labels(self.spec.name).inc(len(poisoned))
+            err = InternalError(f"request failed on {self.settings.max_deliveries} deliveries; kept for inspection")
+            await self.consumer.finish([], [_error_reply(d.request, err) for d in poisoned if d.request])
+        if fresh:
+            log.info("took over %d entries", len(fresh))
+            self.metrics.reclaimed.labels(self.spec.name).inc(len(fresh))
+            await self._run_reclaimed(await self._accept(fresh))
 
     # -- reading and batching -----------------------------------------------------------
     def _block_ms(self) -> int:

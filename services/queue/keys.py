@@ -23,6 +23,12 @@ def replicas(model: str) -> str:
     return f"replicas:{model}"
 
 
+def alive(model: str) -> str:
+    """Sorted set: replica consumer name -> unix time of its last heartbeat, kept while it drains
+    (`replicas` drops it when it stops taking work): silence here means the replica died."""
+    return f"alive:{model}"
+
+
 def statistics(model: str) -> str:
     """Hash of counters and nanosecond totals behind ModelStatistics, shared by all processes."""
     return f"stats:{model}"

@@ -111,6 +111,10 @@ class Delivery:
     fields: Mapping[bytes, bytes]
 
 
+def _text_name(name: str | bytes) -> str:
+    return name.decode() if isinstance(name, bytes) else name
+
+
 def _delivery(entry_id: bytes, fields: dict[bytes, bytes]) -> Delivery:
     try:
         return Delivery(entry_id, RequestEntry.from_fields(fields), fields)
@@ -150,11 +154,10 @@ class RequestConsumer:
         await pipe.execute()
 
     async def claim_stale(self, min_idle_ms: int, max_deliveries: int) -> tuple[list[Delivery], list[Delivery]]:
-        """Take over entries other replicas left pending; split off those delivered too often.
-
-        Returns (to_process, poisoned). Poisoned entries are already in the dead-letter stream
-        and acknowledged; the caller still owes their requester a reply.
-        """
+        """Take over entries pending on any replica for `min_idle_ms` (XAUTOCLAIM): the safety net
+        for a replica that heartbeats but no longer acknowledges. Returns (to_process, poisoned);
+        poisoned entries are already in the dead-letter stream and acknowledged, and the caller
+        still owes their requester a reply."""
         claimed: list[Delivery] = []
         start: bytes | str = "0-0"
         while True:
@@ -165,6 +168,36 @@ class RequestConsumer:
             claimed.extend(_delivery(eid, fields) for eid, fields in entries if fields)
             if start in (b"0-0", "0-0"):
                 break
+        return await self._split_poisoned(claimed, max_deliveries)
+
+    async def take_over_dead(self, dead_after_s: float, min_idle_ms: int,
+                             max_deliveries: int) -> tuple[list[Delivery], list[Delivery], list[str]]:
+        """Take over what replicas that stopped heartbeating left pending, without waiting for it
+        to look idle: a crashed replica is known from its silence, a slow one keeps heartbeating
+        (its event loop runs while the model computes), so a long batch is never taken from it.
+
+        `min_idle_ms` keeps two live replicas from taking the same entries in turn: the first
+        claim resets the idle time. Returns (to_process, poisoned, the dead consumers' names)."""
+        consumers: Any = await self._redis.xinfo_consumers(self.stream, keys.GROUP)
+        recent: Any = await self._redis.zrangebyscore(keys.alive(self.model), time.time() - dead_after_s, "+inf")
+        alive = {_text_name(n) for n in recent}
+        dead = [_text_name(c["name"]) for c in consumers if _text_name(c["name"]) not in alive and _text_name(c["name"]) != self.consumer]
+        pending = {_text_name(c["name"]): int(c["pending"]) for c in consumers}
+        claimed: list[Delivery] = []
+        for name in dead:
+            if pending[name] == 0:  # gone and owes nothing: forget it
+                await self._redis.xgroup_delconsumer(self.stream, keys.GROUP, name)
+                continue
+            held: Any = await self._redis.xpending_range(self.stream, keys.GROUP, "-", "+", pending[name], consumername=name)
+            ids = [h["message_id"] for h in held]
+            if ids:
+                taken: Any = await self._redis.xclaim(self.stream, keys.GROUP, self.consumer, min_idle_ms, ids)
+                claimed.extend(_delivery(eid, fields) for eid, fields in taken if fields)
+        fresh, poisoned = await self._split_poisoned(claimed, max_deliveries)
+        return fresh, poisoned, [name for name in dead if pending[name]]
+
+    async def _split_poisoned(self, claimed: list[Delivery], max_deliveries: int) -> tuple[list[Delivery], list[Delivery]]:
+        """Split taken-over entries by their delivery count; dead-letter those delivered too often."""
         if not claimed:
             return [], []
         pipe = self._redis.pipeline(transaction=False)
@@ -190,12 +223,25 @@ class RequestConsumer:
         pipe.xdel(self.stream, *ids)
         await pipe.execute()
 
-    async def heartbeat(self) -> None:
-        await self._redis.zadd(keys.replicas(self.model), {self.consumer: time.time()})
+    async def heartbeat(self, ready: bool = True) -> None:
+        """I am alive (and, when `ready`, take new work): one round trip."""
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(keys.alive(self.model), {self.consumer: now})
+        if ready:
+            pipe.zadd(keys.replicas(self.model), {self.consumer: now})
+        await pipe.execute()
 
     async def leave(self) -> None:
-        """Stop counting as a ready replica (on shutdown)."""
+        """Stop counting as a ready replica (on shutdown); still alive while it drains."""
         await self._redis.zrem(keys.replicas(self.model), self.consumer)
+
+    async def exit(self) -> None:
+        """Drained: no longer alive, and nothing pending under this name (so no one takes over)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(keys.alive(self.model), self.consumer)
+        pipe.zrem(keys.replicas(self.model), self.consumer)
+        await pipe.execute()
 
 
 async def ready_replicas(redis: aioredis.Redis, model: str, ttl_s: float) -> int:
