@@ -1,15 +1,13 @@
 """`inference.GRPCInferenceService` (KServe v2 + Triton's extensions), thin: proto in ->
-backend call -> proto out. Errors become gRPC statuses in `_rpc` and nowhere else.
+backend call -> proto out. Errors become gRPC statuses in services.grpc.status and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -18,6 +16,7 @@ from services.errors import INTERNAL_MESSAGE, InvalidArgument, ModelNotFound, Te
 from services.grpc import statistics
 from services.grpc.backend import Backend
 from services.grpc.handlers import InferCall, stream_response
+from services.grpc.status import rpc
 from services.metrics import Metrics
 from services.proto import grpc_service_pb2 as pb
 from services.proto import grpc_service_pb2_grpc
@@ -30,26 +29,6 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("model_configuration", "statistics")
 # Triton's per-request timeout parameter, in microseconds.
 TIMEOUT_PARAMETER = "timeout"
-
-R = TypeVar("R")
-
-
-def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Turn typed errors into their status; anything else into INTERNAL with a fixed message."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await method(self, request, context)
-        except TensorgateError as err:
-            await context.abort(err.code, str(err))
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        raise AssertionError("unreachable: abort raises")
-
-    return wrapper
-
 
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, backend: Backend, metrics: Metrics, default_timeout_s: float, server_name: str = "tensorgate") -> None:
@@ -83,26 +62,26 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return time.time() + budget
 
     # -- health and metadata ------------------------------------------------------
-    @_rpc
+    @rpc
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @_rpc
+    @rpc
     async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=await self._backend.server_ready())
 
-    @_rpc
+    @rpc
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
         spec = self._spec(request.name, request.version)
         return pb.ModelReadyResponse(ready=await self._backend.model_ready(spec))
 
-    @_rpc
+    @rpc
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=self._server_name, version=__version__, extensions=list(EXTENSIONS))
 
-    @_rpc
+    @rpc
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
@@ -114,12 +93,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             meta.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.model_shape))
         return meta
 
-    @_rpc
+    @rpc
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
         spec = self._spec(request.name, request.version)
         return pb.ModelConfigResponse(config=spec.config)
 
-    @_rpc
+    @rpc
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
@@ -130,7 +109,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             response.model_stats.append(statistics.to_proto(spec.name, spec.version, counters))
         return response
 
-    @_rpc
+    @rpc
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
@@ -148,8 +127,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return response
 
     # -- inference ----------------------------------------------------------------
-    async def _infer(self, call: InferCall, context: grpc.aio.ServicerContext) -> bytes:
-        """One inference with its metrics: the serialised ModelInferResponse; raises TensorgateError."""
+    async def infer(self, call: InferCall, context: grpc.aio.ServicerContext) -> bytes:
+        """One inference with its metrics: the serialised ModelInferResponse; raises TensorgateError.
+        The typed application API (services.grpc.application) sends its requests through here too."""
         started = time.perf_counter()
         request = call.request
         model = request.model_name if request.model_name in self._backend.specs else "unknown"
@@ -171,9 +151,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             gauge.dec()
             self._metrics.request_duration.labels(model).observe(time.perf_counter() - started)
 
-    @_rpc
+    @rpc
     async def ModelInfer(self, call: InferCall, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._infer(call, context)
+        return await self.infer(call, context)
 
     async def ModelStreamInfer(
         self, calls: AsyncIterator[InferCall], context: grpc.aio.ServicerContext
@@ -185,7 +165,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         async def one(call: InferCall) -> None:
             request = call.request
             try:
-                answers.put_nowait(stream_response(await self._infer(call, context)))
+                answers.put_nowait(stream_response(await self.infer(call, context)))
             except TensorgateError as err:
                 answers.put_nowait(
                     pb.ModelStreamInferResponse(
