@@ -76,6 +76,36 @@ def _check_ranges(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
                                   f"got {bad.flat[0]}")
 
 
+def _flag(spec: ModelSpec, key: str) -> bool:
+    return spec.parameters.get(key, "").strip().lower() in ("true", "1", "yes")
+
+
+def _check_text(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
+    """Config parameters on a BYTES input `<input>`: `<input>_max_bytes` (N) bounds each element,
+    `<input>_utf8` ("true") wants valid UTF-8, `<input>_nonempty` ("true") refuses an element that
+    is empty or only whitespace. A translator given an empty sentence or broken text would
+    translate something anyway (or replace the bytes); the caller should hear of it instead."""
+    for name, array in inputs.items():
+        if array.dtype != object:
+            continue
+        limit = int(spec.parameters.get(f"{name}_max_bytes", "0"))
+        utf8, nonempty = _flag(spec, f"{name}_utf8"), _flag(spec, f"{name}_nonempty")
+        if not (limit or utf8 or nonempty):
+            continue
+        for i, item in enumerate(array.reshape(-1)):
+            if limit and len(item) > limit:
+                raise InvalidArgument(f"input '{name}': element {i} has {len(item)} bytes, more than {limit}")
+            try:
+                text = item.decode("utf-8")
+            except UnicodeDecodeError as err:
+                if utf8:
+                    raise InvalidArgument(f"input '{name}': element {i} is not valid UTF-8 "
+                                          f"(byte {err.start}: {err.reason})") from None
+                text = item.decode("utf-8", "replace")
+            if nonempty and not text.strip():
+                raise InvalidArgument(f"input '{name}': element {i} is empty")
+
+
 def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
     if request.model_version and request.model_version != spec.version:
         raise ModelNotFound(f"model '{spec.name}' has no version {request.model_version} (serving {spec.version})")
@@ -107,6 +137,7 @@ def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
         raise InvalidArgument(f"inputs disagree on the batch size: {sorted(rows)}")
     inputs = request_inputs(request)  # checks byte sizes and BYTES framing
     _check_ranges(spec, inputs)
+    _check_text(spec, inputs)
     for t in spec.inputs:  # the graph's own shape (config reshape), so batches concatenate
         if t.name in inputs and t.model_shape != t.shape:
             lead: tuple[int, ...] = (inputs[t.name].shape[0],) if spec.max_batch_size > 0 else ()

@@ -141,3 +141,36 @@ def test_optional_inputs_may_be_left_out_but_not_all(tmp_path: Path) -> None:
     assert set(valid.inputs) == {"image_bytes"} and valid.inputs["image_bytes"].shape == (1,)  # reshaped to [N]
     with pytest.raises(InvalidArgument, match="no input given"):
         validate(spec, pb.ModelInferRequest(model_name="m"))
+
+
+TEXT_CONFIG = """name: "words"
+max_batch_size: 8
+input [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] reshape: { shape: [ ] } } ]
+output [ { name: "translation" data_type: TYPE_STRING dims: [ 1 ] reshape: { shape: [ ] } } ]
+"""
+
+
+def text_request(*items: bytes) -> pb.ModelInferRequest:
+    text = np.empty(len(items), dtype=object)
+    text[:] = list(items)
+    return request(("text", text))
+
+
+def test_text_parameters_refuse_broken_empty_and_long_elements(tmp_path: Path) -> None:
+    (tmp_path / "words" / "1").mkdir(parents=True)
+    (tmp_path / "words" / "config.pbtxt").write_text(TEXT_CONFIG)
+    plain = load_spec(tmp_path / "words")
+    assert validate(plain, text_request(b"", b"\xff")).rows == 2  # no parameters: anything goes
+    (tmp_path / "words" / "config.pbtxt").write_text(
+        TEXT_CONFIG + "".join(f'parameters {{ key: "text_{k}" value: {{ string_value: "{v}" }} }}\n'
+                              for k, v in (("utf8", "true"), ("nonempty", "true"), ("max_bytes", "12"))))
+    spec = load_spec(tmp_path / "words")
+    assert validate(spec, text_request("Größe".encode(), b"Ja.")).rows == 2
+    for items, message in [
+        ((b"Ja.", b"ab\xffcd"), r"input 'text': element 1 is not valid UTF-8 \(byte 2: invalid start byte\)"),
+        ((b"  \t",), "input 'text': element 0 is empty"),
+        ((b"",), "input 'text': element 0 is empty"),
+        ((b"x" * 13,), "input 'text': element 0 has 13 bytes, more than 12"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            validate(spec, text_request(*items))
