@@ -100,7 +100,8 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
     (state / "redis").mkdir(parents=True, exist_ok=True)
     py = sys.executable
     children = [Child("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir",
-                                str(state / "redis"), "--save", "", "--appendonly", "no"], logs / "redis.log")]
+                                str(state / "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
+                                "everysec"], logs / "redis.log")]  # queued requests survive a Redis restart
     lines = [f"redis            {redis_url}"]
     ports = model_ports(load_repository(Path(args.model_repository)), args.model_base_port,
                         args.model_metrics_base_port)

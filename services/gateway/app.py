@@ -9,7 +9,9 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from services.gateway.dispatcher import QueueBackend
+from services.grpc.application import ApplicationServicer
 from services.grpc.server import GrpcServer
+from services.health import follow_redis
 from services.grpc.servicer import InferenceServicer
 from services.metrics import Metrics
 from services.repository import load_repository
@@ -25,14 +27,16 @@ class GatewayApp:
         self.metrics = Metrics()
         self.backend = QueueBackend(settings, self.specs, self.metrics)
         servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s)
-        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb, settings.api_keys)
+        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb, settings.api_keys,
+                               application=ApplicationServicer(servicer, self.specs))
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
+        self._health: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.backend.start()
         self._metrics_server = self.metrics.serve(self.settings.metrics_port, self.settings.host)
         await self.grpc.start()
-        await self.grpc.set_serving(True)
+        self._health = asyncio.create_task(follow_redis(self.backend.ping, self.grpc.set_serving, lambda: True))
         log.info("gateway ready: gRPC :%d, metrics :%d, models %s", self.grpc.port, self.settings.metrics_port,
                  ", ".join(self.specs))
 
@@ -42,6 +46,8 @@ class GatewayApp:
     async def stop(self) -> None:
         """Health NOT_SERVING, then in-flight calls get grace_s to finish, then the queue closes."""
         log.info("draining: health NOT_SERVING, in-flight calls get %.1fs", self.settings.grace_s)
+        if self._health is not None:
+            self._health.cancel()
         await self.grpc.stop(self.settings.grace_s)
         log.info("gRPC server stopped; closing the queue")
         await self.backend.stop()

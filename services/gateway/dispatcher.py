@@ -74,6 +74,9 @@ class QueueBackend:
         await self._reply_redis.aclose()
 
     # -- readiness ------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._redis.ping()
+
     async def server_ready(self) -> bool:
         try:
             await self._redis.ping()

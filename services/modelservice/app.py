@@ -10,6 +10,7 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from services.grpc.server import GrpcServer
+from services.health import follow_redis
 from services.grpc.servicer import InferenceServicer
 from services.metrics import Metrics
 from services.modelservice.backend import DirectBackend
@@ -46,6 +47,7 @@ class ModelServiceApp:
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._statistics_task: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.model.warmup)
@@ -55,7 +57,7 @@ class ModelServiceApp:
         self._statistics_task = asyncio.create_task(self.statistics.run())
         self._worker_task = asyncio.create_task(self.worker.run())
         self.backend.ready = True
-        await self.grpc.set_serving(True)
+        self._health = asyncio.create_task(follow_redis(self.redis.ping, self.grpc.set_serving, lambda: self.backend.ready))
         log.info("model %s ready: gRPC :%d, metrics :%d, provider %s", self.spec.name, self.grpc.port,
                  self.settings.metrics_port, self.model.provider)
 
@@ -65,6 +67,9 @@ class ModelServiceApp:
     async def stop(self) -> None:
         """Stop taking work, finish what this replica holds, then close."""
         self.backend.ready = False
+        if self._health is not None:
+            self._health.cancel()
+        await self.grpc.set_serving(False)  # first: balancers stop sending direct calls while it drains
         await self.worker.stop()
         if self._worker_task is not None:
             try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.proto import grpc_service_pb2 as pb
 from services.proto import grpc_service_pb2_grpc
@@ -17,6 +18,18 @@ from services.tensors import add_input
 from tests.support import small_stack
 
 pytestmark = pytest.mark.integration
+
+
+def wait_health(port: int, status: int, timeout_s: float = 5.0) -> bool:
+    """True once the server's overall health reports `status` (within the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == status:
+                return True
+            time.sleep(0.1)
+    return False
 
 
 def test_gateway_survives_a_redis_restart(tmp_path: Path) -> None:
@@ -37,6 +50,9 @@ def test_gateway_survives_a_redis_restart(tmp_path: Path) -> None:
         assert time.monotonic() - started < 3.0
         assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
         assert stub.ServerLive(pb.ServerLiveRequest(), timeout=10).live
+        # gRPC health follows Redis: NOT_SERVING on the gateway and the model service.
+        for port in (gateway.grpc_port, stack.service.grpc_port):
+            assert wait_health(port, health_pb2.HealthCheckResponse.NOT_SERVING), port
 
         # Same port again: both processes reconnect on their own.
         redis.process = subprocess.Popen(redis.process.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,3 +66,5 @@ def test_gateway_survives_a_redis_restart(tmp_path: Path) -> None:
                     raise AssertionError(f"no recovery: {err.details()}") from err
                 time.sleep(0.3)
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+        for port in (gateway.grpc_port, stack.service.grpc_port):  # SERVING again on their own
+            assert wait_health(port, health_pb2.HealthCheckResponse.SERVING), port
