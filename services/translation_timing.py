@@ -81,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--short-share", type=float, default=None,
                    help="length routing: the first loop's share of the shortest sentences (0: even work; "
                         "default: the config's)")
+    p.add_argument("--nice", type=int, default=None,
+                   help="niceness increment of every decode loop but the first (default: the config's)")
     p.add_argument("--sessions", choices=["shared", "own"], default=None,
                    help="the loops share the ONNX sessions or each has its own (default: the config's)")
     p.add_argument("--io-binding", action="store_true",
@@ -89,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     spec = load_spec(args.model_dir)
     overrides = {"routing": args.routing, "instance_sessions": args.sessions, "short_share": args.short_share,
+                 "nice_longer_loops": args.nice,
                  "io_binding": "true" if args.io_binding else None}
     spec = dataclasses.replace(spec, instance_count=args.instances or spec.instance_count, parameters={
         **spec.parameters, **{k: str(v) for k, v in overrides.items() if v is not None}})
@@ -120,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{n} sentences, beam {args.beam}, {model.provider}, {args.threads} ORT thread(s), io binding "
           f"{'on' if translator.io_binding else 'off'}, {model.instances} decode loop(s) "
           f"({spec.parameters.get('instance_sessions', 'shared')} sessions, {model.router.policy} routing, "
-          f"short share {model.router.short_share:g}, bands {model.router.bounds})")
+          f"short share {model.router.short_share:g}, bands {model.router.bounds}, nice {model.nice})")
     print(f"Translator.translate, all at once:   {n / at_once:7.1f} sentences/s")
     print(f"{args.clients} clients through infer():       {n / seconds:7.1f} sentences/s, "
           f"identical {same}/{n} ({same / n:.1%})")

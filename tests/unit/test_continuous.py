@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -233,7 +234,8 @@ def instances(n: int, parameters: dict[str, str] | None = None) -> ModelSpec:
     return dataclasses.replace(base, parameters={**base.parameters, **(parameters or {})}, instance_count=n)
 
 
-@pytest.mark.parametrize("parameters", [{}, {"instance_sessions": "own"}, {"routing": "least_loaded"}])
+@pytest.mark.parametrize("parameters", [{}, {"instance_sessions": "own"}, {"routing": "least_loaded"},
+                                        {"short_share": "0", "nice_longer_loops": "10"}])
 def test_two_decode_loops_give_the_batch_search_translations(
         reference: dict[int, list[tuple[str, float]]], parameters: dict[str, str]) -> None:
     m = TranslatorModel(instances(2, parameters), settings())
@@ -249,8 +251,21 @@ def test_two_decode_loops_give_the_batch_search_translations(
         m.close()
 
 
-def test_length_routing_puts_short_sentences_on_the_first_loop() -> None:
-    m = TranslatorModel(instances(2), settings())
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread nice values here")
+def test_the_longer_loops_run_at_a_lower_cpu_priority() -> None:
+    m = TranslatorModel(instances(3, {"nice_longer_loops": "5"}), settings())
+    try:
+        wait_until(lambda: all(d.native_id is not None for d in m.decoders))
+        own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert [os.getpriority(os.PRIO_PROCESS, d.native_id) for d in m.decoders] == [  # type: ignore[arg-type]
+            own, min(19, own + 5), min(19, own + 5)]
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("share", ["0", "0.25"])  # bands of even work; the shortest quarter first
+def test_length_routing_puts_short_sentences_on_the_first_loop(share: str) -> None:
+    m = TranslatorModel(instances(2, {"short_share": share}), settings())
     try:
         for _ in range(2):
             m.run(text(*SENTENCES), ["translation"])  # lengths seen: bands set

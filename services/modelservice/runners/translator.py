@@ -8,21 +8,26 @@ services.translation's, the code the training job evaluated.
 
 `instance_group { count: N }` runs N decode loops, each its own thread and running batch, and
 routes each request to one by its sentences' lengths (translator_admission.LengthRouter), so
-short sentences decode among short ones. The loops share the ONNX sessions (ORT allows
-concurrent runs on one session; `instance_sessions: "own"` gives each loop its own).
+short sentences decode among short ones: the first loop takes the shortest quarter or so, the
+others split the rest. The loops share the ONNX sessions (ORT allows concurrent runs on one
+session; `instance_sessions: "own"` gives each loop its own). With `nice_longer_loops` the other
+loops run at a lower CPU priority, so with more loops than cores the short sentences' loop gets a
+core whenever it has work and the others use what is left.
 
 Config parameters: beam_size (default per request), max_beam_size, alpha, max_output_len,
 max_batch_tokens (the running batch's budget: beam x padded source tokens, summed), io_binding
 (auto | true | false: decoder inputs stay on the device between steps; auto = with CUDA),
 routing (length | least_loaded), short_share (length routing: the first loop takes this share of
-the shortest sentences; 0 = bands of even work), instance_sessions (shared | own);
-max_batch_size caps the running sentences of each loop.
+the shortest sentences, default 0.25; 0 = bands of even work), nice_longer_loops (niceness of
+every loop but the first, default 0), instance_sessions (shared | own); max_batch_size caps the
+running sentences of each loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -67,9 +72,11 @@ class DecodeLoop:
     it was cancelled)."""
 
     def __init__(self, translator: Translator, scheduler: Scheduler, max_output_len: int | None,
-                 admission: Admission, name: str = "translator-decode") -> None:
+                 admission: Admission, name: str = "translator-decode", nice: int = 0) -> None:
+        """`nice`: this thread's niceness increment (Linux; lower CPU priority when > 0)."""
         self.translator, self.scheduler = translator, scheduler
-        self.max_output_len, self.admission = max_output_len, admission
+        self.max_output_len, self.admission, self.nice = max_output_len, admission, nice
+        self.native_id: int | None = None  # the thread's, once it runs
         self._cond = threading.Condition()
         self._inbox: list[tuple[Request, list[list[int]]]] = []
         self._cancels: list[Request] = []
@@ -103,6 +110,12 @@ class DecodeLoop:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        if self.nice:
+            try:  # Linux: a thread has its own nice value; raising it needs no privilege
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError) as err:
+                log.warning("%s: cannot lower its CPU priority (%s)", self._thread.name, err)
+        self.native_id = threading.get_native_id()
         live: dict[int, Request] = {}  # id -> request, for the ones the scheduler holds
         while True:
             with self._cond:
@@ -230,8 +243,11 @@ class TranslatorModel(ContinuousModel):
         self.max_output_len = int(params.get("max_output_len", "160"))
         self.max_sentences = spec.max_batch_size or 32
         self.max_tokens = int(params.get("max_batch_tokens", str(DEFAULT_MAX_BATCH_TOKENS)))
+        # Lower CPU priority for every loop but the first (the shortest sentences'): with more
+        # loops than cores, the short loop gets a core whenever it has work.
+        self.nice = int(params.get("nice_longer_loops", "0"))
         self.router = LengthRouter(self.instances, params.get("routing", "length"),
-                                   float(params.get("short_share", "0")))
+                                   float(params.get("short_share", "0.25")))
         queued = QUEUED_BATCHES * self.max_sentences * self.instances
         self.admission = Admission(max_requests=queued, max_sentences=queued)
         self._io_binding_mode = io_binding
@@ -303,7 +319,7 @@ class TranslatorModel(ContinuousModel):
 
     def _start_decoders(self) -> list[DecodeLoop]:
         return [DecodeLoop(t, t.scheduler(self.alpha, self.max_sentences, self.max_tokens), self.max_output_len,
-                           self.admission, name=f"translator-decode-{i}")
+                           self.admission, name=f"translator-decode-{i}", nice=self.nice if i else 0)
                 for i, t in enumerate(self.translators)]
 
     def warmup(self) -> None:
