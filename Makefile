@@ -6,6 +6,10 @@ STAMP  := $(VENV)/.installed
 PROTO_OUT := services/proto
 PROTO_STAMP := $(PROTO_OUT)/grpc_service_pb2.py
 EXTRAS ?= cpu,train,dev
+# Validators of the Kubernetes manifests (tests/deploy/test_k8s.py), installed by `make test`;
+# not in pyproject's extras, so that serving installs stay small.
+DEPLOY_TOOLS := kubernetes-validate==1.37.0 cloudcoil-models-keda==2.16.1.0
+DEPLOY_STAMP := $(VENV)/.deploy-tools
 
 .PHONY: help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up test typecheck test-unit test-integration bench clean \
 	rules lock images images-local test-deploy k8s
@@ -26,7 +30,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## the virtualenv with the project and its extras (EXTRAS=cpu,train,dev)
 
-$(PROTO_STAMP): $(STAMP) protos/grpc_service.proto protos/model_config.proto protos/generate.sh
+$(PROTO_STAMP): $(STAMP) protos/grpc_service.proto protos/model_config.proto protos/tensorgate.proto protos/generate.sh
 	PYTHON=$(PY) sh protos/generate.sh
 
 protos: $(PROTO_STAMP)  ## generate the gRPC/protobuf code into services/proto (never edited by hand)
@@ -80,10 +84,6 @@ test-integration: deps $(PROTO_STAMP)
 bench: deps $(PROTO_STAMP)  ## raw ORT, gateway, model service, PyTriton, translator side by side -> docs/benchmarks.md (~15 min; BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)  # builds .bench/pytriton (Debian python3.11) and fetches the Ding test split on first use
 
-# Offline checks of the Kubernetes manifests (tests/deploy/test_k8s.py); not in pyproject's
-# extras so that serving installs stay small.
-DEPLOY_TOOLS := kubernetes-validate==1.37.0 cloudcoil-models-keda==2.16.1.0
-DEPLOY_STAMP := $(VENV)/.deploy-tools
 
 $(DEPLOY_STAMP): $(STAMP) Makefile
 	$(PY) -m pip install -q $(DEPLOY_TOOLS)

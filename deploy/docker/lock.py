@@ -27,7 +27,7 @@ from requirements import requirement_lines  # noqa: E402
 try:
     from packaging.requirements import Requirement
 except ImportError:  # pip always carries it
-    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef, assignment]
 
 # Wheel tags the images accept (glibc 2.36 on Debian 12, 2.39 on Ubuntu 24.04).
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_27_x86_64", "manylinux_2_28_x86_64",

@@ -10,15 +10,18 @@ import re
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from services.client import Client, load_digit
 from tests.deploy.compose import ROOT, Compose, Timings
 from tests.deploy.conftest import MODELS
 from tests.deploy.load import Load, bad_calls, expect_invalid, model_calls, prometheus_query, run_all, wait_for
+
+# The first test also pays for the session's image build and `up` (minutes on a cold machine).
+pytestmark = pytest.mark.timeout(900)
 
 Stack = tuple[Compose, dict[str, int]]
 SAMPLES = sorted((ROOT / "samples" / "mnist").glob("*.png"))
@@ -92,7 +95,8 @@ def _not_exported(model: str, expr: str) -> bool:
 def _live_data(prometheus: str) -> tuple[list[str], list[str]]:
     """(missing, unexpected): dashboard queries (once per model where they take $model) and
     recording rules with no series for a model right now, and NOT_EXPORTED ones that have data."""
-    missing, unexpected = [], []
+    missing: list[str] = []
+    unexpected: list[str] = []
     for expr in _dashboard_queries():
         for model in MODELS if "$model" in expr else [""]:
             query = expr.replace("$model", model)
