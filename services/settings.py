@@ -76,6 +76,14 @@ class ModelServiceSettings(ServerSettings):
         False, description="Let ONNX Runtime's pool threads busy-wait between calls (lower latency on a machine "
         "the model service has to itself; burns a core otherwise)."
     )
+    max_image_bytes: int = Field(
+        10_000_000, gt=0, description="Largest encoded image (image_bytes of the classifiers), in bytes."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, le=64_000_000,
+        description="Largest image (width x height, read from its header before decoding) the classifiers "
+        "decode; guards against decompression bombs. At most Pillow's ceiling set in tensorgate.digits.",
+    )
     redis_timeout_s: float = Field(5.0, description="Timeout of every non-blocking Redis command.")
     idle_block_ms: int = Field(1000, description="How long one XREADGROUP waits for work when the queue is empty.")
     claim_idle_ms: int = Field(

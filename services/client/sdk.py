@@ -13,11 +13,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from PIL import Image
 
 from services.proto import grpc_service_pb2 as pb
 from services.proto import grpc_service_pb2_grpc
 from services.tensors import add_input, response_outputs
+from tensorgate.digits import load_digit as _load_digit
 
 
 class InferenceError(Exception):
@@ -30,17 +30,10 @@ class InferenceError(Exception):
 
 
 def load_digit(path: str | Path) -> np.ndarray:
-    """Any image file -> the MNIST models' input [1, 28, 28] float32 in 0..1, white digit on black.
-
-    Light-background images (a dark digit on paper) are inverted.
-    """
-    with Image.open(path) as img:
-        gray = img.convert("L").resize((28, 28), Image.Resampling.BILINEAR)
-    pixels = np.asarray(gray, dtype=np.float32) / 255.0
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if border.mean() > 0.5:
-        pixels = 1.0 - pixels
-    return pixels[None, :, :]
+    """An image file -> the MNIST models' input [1, 28, 28] float32 in 0..1, white digit on black,
+    prepared as MNIST was made (tensorgate.digits, the same function the model service runs on
+    `image_bytes`): polarity, paper and specks removed, cropped, fitted to 20x20, centred by mass."""
+    return _load_digit(path)
 
 
 class Client:

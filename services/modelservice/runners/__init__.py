@@ -17,6 +17,7 @@ from services.settings import ModelServiceSettings
 
 RUNNERS: dict[str, str] = {
     "onnx": "services.modelservice.runners.onnx:OnnxModel",
+    "classifier": "services.modelservice.runners.classifier:ClassifierModel",
     "translator": "services.modelservice.runners.translator:TranslatorModel",
 }
 

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class OnnxModel(Model):
+    # Config inputs this runner turns into graph inputs itself in `prepare` (e.g. encoded images):
+    # they need not be graph inputs, and warmup does not feed them to the graph.
+    consumed_inputs: frozenset[str] = frozenset()
+
     def __init__(self, spec: ModelSpec, settings: ModelServiceSettings) -> None:
         self.spec = spec
         options = session_options(settings)
@@ -39,7 +43,7 @@ class OnnxModel(Model):
         graph_inputs = {i.name for i in session.get_inputs()}
         graph_outputs = {o.name for o in session.get_outputs()}
         for t in spec.inputs:
-            if t.name not in graph_inputs:
+            if t.name not in graph_inputs and t.name not in self.consumed_inputs:
                 raise ValueError(f"{spec.model_file}: config input '{t.name}' is not a graph input {sorted(graph_inputs)}")
         for t in spec.outputs:
             if t.name not in graph_outputs:
@@ -63,6 +67,8 @@ class OnnxModel(Model):
         for rows in sorted({1, max(1, self.spec.max_batch_size)}):
             feed = {}
             for t in self.spec.inputs:
+                if t.name in self.consumed_inputs:
+                    continue
                 shape = [rows if d == -1 and i == 0 else max(d, 1) for i, d in enumerate(t.model_shape)]
                 feed[t.name] = np.zeros(shape, dtype=DTYPES[t.datatype])
             for session in self.sessions:  # before serving, so no batch competes for them
