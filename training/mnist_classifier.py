@@ -3,7 +3,8 @@
 Each model module supplies a `ClassifierJob`: its network, its repository
 config and its defaults. The job itself is the same: seed, load the 50k / 10k /
 10k split, train with Adam over shuffled mini-batches (random-shift
-augmentation, label smoothing, cosine schedule), checkpoint every epoch, pick
+and real-life augmentation (training.common.augment), label smoothing, cosine
+schedule), checkpoint every epoch, pick
 the epoch with the best validation accuracy, test that epoch once, export to
 ONNX with the softmax inside, check parity, plot, and write the model card and
 repository entry.
@@ -30,6 +31,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from training.common.augment import Augmentation
 from training.common.card import command_line, plain_config, write_card
 from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.common.distributed import Dist, setup, unwrap
@@ -44,11 +46,14 @@ PARITY_IMAGES, PARITY_BATCH, PARITY_TOLERANCE = 1000, 250, 1e-5
 
 
 def classifier_config(name: str) -> ModelConfig:
-    """The served contract both classifiers share: `image` FP32 [-1,1,28,28] -> `probabilities` [-1,10]."""
+    """The served contract both classifiers share: `image` FP32 [-1,1,28,28] -> `probabilities` [-1,10],
+    or instead of `image`, `image_bytes`: one encoded image file (PNG, JPEG, BMP, GIF, WebP) per
+    row, which the `classifier` runner prepares the way MNIST was made (tensorgate.digits)."""
     return ModelConfig(
         name=name,
         max_batch_size=64,
-        inputs=(TensorConfig("image", "TYPE_FP32", (1, 28, 28)),),
+        inputs=(TensorConfig("image", "TYPE_FP32", (1, 28, 28), optional=True),
+                TensorConfig("image_bytes", "TYPE_STRING", (1,), reshape=(), optional=True)),
         outputs=(TensorConfig("probabilities", "TYPE_FP32", (10,)),),
         batching=DynamicBatching(
             preferred_batch_sizes=(16, 32, 64),
@@ -56,6 +61,7 @@ def classifier_config(name: str) -> ModelConfig:
             max_queue_size=1024,
             default_timeout_microseconds=5_000_000,
         ),
+        parameters={"runner": "classifier"},
     )
 
 
@@ -102,6 +108,12 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
 
 
+def augmentation_from(args: argparse.Namespace) -> Augmentation:
+    return Augmentation(prob=args.augment, rotate=args.rotate, scale=args.scale, shear=args.shear,
+                        translate=args.translate, elastic=args.elastic, thickness=args.thickness,
+                        blur=args.blur)
+
+
 def train(args: argparse.Namespace, model: nn.Module, dist: Dist, sampler: DistributedSampler,
           images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
           scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
@@ -109,6 +121,7 @@ def train(args: argparse.Namespace, model: nn.Module, dist: Dist, sampler: Distr
     """One epoch over this rank's shard in shuffled mini-batches; returns this
     rank's (mean loss, accuracy) on the augmented training images."""
     model.train()
+    augmentation = augmentation_from(args)
     sampler.set_epoch(epoch)  # same permutation on every rank, a different one each epoch
     order = torch.tensor(list(sampler), device=dist.device)
     per_rank_batch = max(1, args.batch_size // dist.world_size)
@@ -118,6 +131,7 @@ def train(args: argparse.Namespace, model: nn.Module, dist: Dist, sampler: Distr
                       disable=not dist.is_main or args.quiet):
         index = order[start:start + per_rank_batch]
         x = random_shift(to_input(images[index]), args.shift, generator)  # (B, 1, 28, 28)
+        x = augmentation(x, generator)
         y = labels[index]  # (B,)
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)  # (B, 10)
@@ -148,7 +162,7 @@ def parse_args(job: ClassifierJob, argv: Sequence[str] | None = None) -> argpars
     p = argparse.ArgumentParser(prog=f"python -m {job.module}", description=job.doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = {"epochs": 30, "batch_size": 128, "lr": 1e-3, "shift": 2, "label_smoothing": 0.0,
-         "weight_decay": 0.0, **job.defaults}
+         "weight_decay": 0.0, "augment": 0.5, **job.defaults}
     p.add_argument("--epochs", type=int, default=d["epochs"], help=f"training epochs (default: {d['epochs']})")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help=f"global mini-batch size, split over torchrun ranks (default: {d['batch_size']})")
@@ -160,6 +174,26 @@ def parse_args(job: ClassifierJob, argv: Sequence[str] | None = None) -> argpars
     job.add_model_args(p)
     p.add_argument("--shift", type=int, default=d["shift"],
                    help=f"augmentation: random shift of up to this many px per axis, 0 = off (default: {d['shift']})")
+    aug = Augmentation()
+    p.add_argument("--augment", type=float, default=d["augment"],
+                   help="augmentation: share of training images given a random real-life transform "
+                        "(the flags below), 0 = off (default: %(default)s)")
+    p.add_argument("--rotate", type=float, default=aug.rotate,
+                   help="augmentation: rotation, degrees either way (default: %(default)s)")
+    p.add_argument("--scale", type=float, default=aug.scale,
+                   help="augmentation: scale in 1 +- this (default: %(default)s)")
+    p.add_argument("--shear", type=float, default=aug.shear,
+                   help="augmentation: horizontal shear, degrees either way (default: %(default)s)")
+    p.add_argument("--translate", type=float, default=aug.translate,
+                   help="augmentation: sub-pixel translation, px either way per axis (default: %(default)s)")
+    p.add_argument("--elastic", type=float, default=aug.elastic,
+                   help="augmentation: largest elastic displacement, px (default: %(default)s)")
+    p.add_argument("--thickness", type=float, default=aug.thickness,
+                   help="augmentation: stroke weight, blend towards a 3x3 dilation or erosion "
+                        "of up to this (default: %(default)s)")
+    p.add_argument("--blur", type=float, default=aug.blur,
+                   help="augmentation: largest Gaussian blur sigma, px, on half of the transformed "
+                        "images (default: %(default)s)")
     p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"],
                    help=f"cross-entropy label smoothing (default: {d['label_smoothing']})")
     add_mnist_run_args(p, device_note="; under torchrun each rank takes the GPU of its LOCAL_RANK",
@@ -303,7 +337,9 @@ def publish(job: ClassifierJob, args: argparse.Namespace, data: MnistSplits, his
         "regularisation": {"dropout": args.dropout, "weight_decay": args.weight_decay,
                            "label_smoothing": args.label_smoothing,
                            "augmentation": (f"random shift of up to +-{args.shift} px per axis, "
-                                            "per image, black fill") if args.shift else "none"},
+                                            "per image, black fill") if args.shift else "none",
+                           "real_life_augmentation": {"summary": augmentation_from(args).describe(),
+                                                      **augmentation_from(args).as_dict()}},
         "data": {"name": "synthetic" if args.synthetic else "MNIST", "source": data.source,
                  "sha256": data.sha256(),
                  "sha256_of": "split arrays: name, dtype, shape, bytes (MnistSplits.sha256)",

@@ -44,6 +44,7 @@ class TensorConfig:
     # Triton's reshape: the graph's shape when it differs from dims, e.g. dims (1,) with
     # reshape () for one scalar per batch row (clients send [N, 1] or [N], the graph takes [N]).
     reshape: tuple[int, ...] | None = None
+    optional: bool = False  # Triton's `optional: true`: a request may leave this input out
 
     def __post_init__(self) -> None:
         if self.data_type not in DATA_TYPES:
@@ -53,8 +54,9 @@ class TensorConfig:
 
     def render(self) -> str:
         reshape = "" if self.reshape is None else f" reshape: {{ shape: {_ints(self.reshape)} }}"
+        optional = " optional: true" if self.optional else ""
         return (f"{{ name: {_quote(self.name)} data_type: {self.data_type} "
-                f"dims: {_ints(self.dims)}{reshape} }}")
+                f"dims: {_ints(self.dims)}{reshape}{optional} }}")
 
 
 @dataclass(frozen=True)
