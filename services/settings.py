@@ -25,6 +25,14 @@ class ServerSettings(BaseSettings):
     host: str = Field("0.0.0.0", description="Interface the gRPC server binds to.")
     redis_url: str = Field("redis://localhost:6379/0", description="Redis holding the request and reply streams.")
     max_message_mb: int = Field(64, description="Largest gRPC message accepted or sent, in MiB.")
+    max_concurrent_rpcs: int = Field(
+        0, description="Calls served at once by the gRPC server; past it new calls get RESOURCE_EXHAUSTED (0: no limit)."
+    )
+    tls_cert_file: str = Field("", description="PEM certificate chain: with tls_key_file, the gRPC port speaks TLS only.")
+    tls_key_file: str = Field("", description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: str = Field(
+        "", description="PEM roots for client certificates: set, every client must present one (mutual TLS)."
+    )
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "asyncio", description="Event loop: asyncio's own, or uvloop's (pip install uvloop; auto: uvloop when installed). "
         "Measured no gain here (docs/benchmarks.md)."

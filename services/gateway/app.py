@@ -10,7 +10,7 @@ from wsgiref.simple_server import WSGIServer
 
 from services.gateway.dispatcher import QueueBackend
 from services.grpc.application import ApplicationServicer
-from services.grpc.server import GrpcServer
+from services.grpc.server import GrpcServer, server_tls
 from services.health import follow_redis
 from services.grpc.servicer import InferenceServicer
 from services.metrics import Metrics
@@ -28,7 +28,8 @@ class GatewayApp:
         self.backend = QueueBackend(settings, self.specs, self.metrics)
         servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s)
         self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb, settings.api_keys,
-                               application=ApplicationServicer(servicer, self.specs))
+                               application=ApplicationServicer(servicer, self.specs), tls=server_tls(settings),
+                               max_concurrent_rpcs=settings.max_concurrent_rpcs)
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._health: asyncio.Task[None] | None = None
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
-from services.grpc.server import GrpcServer
+from services.grpc.server import GrpcServer, server_tls
 from services.health import follow_redis
 from services.grpc.servicer import InferenceServicer
 from services.metrics import Metrics
@@ -41,7 +41,8 @@ class ModelServiceApp:
         self.backend = DirectBackend(self.spec, self.model, self.redis, self.executor, self.statistics)
         servicer = InferenceServicer(self.backend, self.metrics, default_timeout_s=self.spec.default_timeout_s or 30.0,
                                      server_name=f"tensorgate-model-{self.spec.name}")
-        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb)
+        self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb,
+                               tls=server_tls(settings), max_concurrent_rpcs=settings.max_concurrent_rpcs)
         consumer = streams.RequestConsumer(self.redis, self.spec.name, settings.consumer)
         self.worker = Worker(self.spec, self.model, consumer, self.metrics, settings, self.executor, self.statistics)
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
