@@ -1,4 +1,4 @@
-"""Optional API keys on the KServe service: `authorization: Bearer <key>` metadata.
+"""Optional API keys on the KServe service and the typed application API: `authorization: Bearer <key>` metadata.
 
 Health checking and reflection stay open so orchestrators and tools can probe the server.
 """
@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
-PROTECTED_PREFIX = "/inference.GRPCInferenceService/"
-STREAMING = {PROTECTED_PREFIX + "ModelStreamInfer"}
+PROTECTED_PREFIXES = ("/inference.GRPCInferenceService/", "/tensorgate.v1.Tensorgate/")
+# Methods that are not unary-unary, by kind: the refusal must be a handler of the same kind.
+STREAMING = {"/inference.GRPCInferenceService/ModelStreamInfer": "stream_stream",
+             "/tensorgate.v1.Tensorgate/TranslateStream": "unary_stream"}
 HEADER = "authorization"
 
 
@@ -26,8 +28,9 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         async def deny_stream(requests: object, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-        self._deny = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.stream_stream_rpc_method_handler(deny_stream)
+        self._deny = {"unary_unary": grpc.unary_unary_rpc_method_handler(deny),
+                      "unary_stream": grpc.unary_stream_rpc_method_handler(deny),
+                      "stream_stream": grpc.stream_stream_rpc_method_handler(deny_stream)}
 
     def _allowed(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
         for key, value in metadata or ():
@@ -43,6 +46,6 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method = details.method
-        if method.startswith(PROTECTED_PREFIX) and not self._allowed(details.invocation_metadata):
-            return self._deny_stream if method in STREAMING else self._deny
+        if method.startswith(PROTECTED_PREFIXES) and not self._allowed(details.invocation_metadata):
+            return self._deny[STREAMING.get(method, "unary_unary")]
         return await continuation(details)

@@ -41,3 +41,25 @@ def test_api_keys_guard_inference_but_not_health(stack: Stack, tmp_path: Path) -
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         gateway.stop()
+
+
+def test_api_keys_guard_the_typed_api_too(stack: Stack, tmp_path: Path) -> None:
+    from services.proto import tensorgate_pb2 as tpb
+    from services.proto import tensorgate_pb2_grpc
+
+    gateway = start_gateway(stack.repo, stack.redis.url, tmp_path, api_keys='["s3cret"]')
+    try:
+        gateway.wait_serving()
+        api = tensorgate_pb2_grpc.TensorgateStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
+        classify = tpb.ClassifyRequest(model="mnist_mlp", images=[tpb.Image(pixels=tpb.Pixels(values=[0.0] * 784))])
+        with pytest.raises(grpc.RpcError) as info:
+            api.Classify(classify, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as info:  # a server-streaming method is refused as one
+            list(api.TranslateStream(tpb.TranslateRequest(sentences=["Ja."]), timeout=10))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "authorization: Bearer <key>" in info.value.details()
+        ok = api.Classify(classify, timeout=10, metadata=(("authorization", "Bearer s3cret"),))
+        assert len(ok.results) == 1
+    finally:
+        gateway.stop()
