@@ -1,0 +1,135 @@
+"""The `tensorgate` console script: the SDK from the shell.
+
+Exit status: 0 success, 1 the server refused or could not answer (its message on stderr),
+2 usage (bad flags, a file that cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tensorgate import __version__
+from tensorgate.client import DEFAULT_URL, Client
+from tensorgate.results import InferenceError
+
+OK, REFUSED, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input found after parsing (exit status 2)."""
+
+
+def _classify(client: Client, args: argparse.Namespace) -> None:
+    try:
+        images = [Path(f).read_bytes() for f in args.files]
+    except OSError as err:
+        raise UsageError(f"cannot read {err.filename}: {err.strerror}") from None
+    result = client.classify(images, args.model)
+    for file, label, probs in zip(args.files, result.labels, result.probabilities):
+        if args.json:
+            print(json.dumps({"file": file, "label": int(label), "probability": round(float(probs[label]), 6),
+                              "probabilities": [round(float(p), 6) for p in probs]}))
+        else:
+            print(f"{file}: {label} (p={probs[label]:.3f})")
+
+
+def _translate(client: Client, args: argparse.Namespace) -> None:
+    for sentence in args.sentences:
+        try:
+            sentence.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"not valid UTF-8: {sentence.encode('utf-8', 'backslashreplace').decode()}") from None
+    if args.stream:
+        for index, translation in client.translate_stream(args.sentences, args.beam_size):
+            print(f"[{index}] {translation.text}", flush=True)
+    else:
+        for translation in client.translate(args.sentences, args.beam_size):
+            print(translation.text)
+
+
+def _generate(client: Client, args: argparse.Namespace) -> None:
+    drawn = client.generate(args.digit, args.count, args.seed)
+    try:
+        Path(args.output).write_bytes(drawn.png)
+    except OSError as err:
+        raise UsageError(f"cannot write {args.output}: {err.strerror}") from None
+    last = f"..{drawn.seeds[-1]}" if len(drawn.seeds) > 1 else ""
+    print(f"{args.output}: {len(drawn.seeds)} drawings of {args.digit} (seeds {drawn.seeds[0]}{last})")
+
+
+def _models(client: Client, args: argparse.Namespace) -> None:
+    for name, version, state in client.models():
+        print(f"{name:<20} {version:>7}  {state}")
+
+
+def _stats(client: Client, args: argparse.Namespace) -> None:
+    print(f"{'model':<20} {'requests ok':>11} {'failed':>7} {'inferences':>10} {'batches':>8} "
+          f"{'queue ms':>9} {'compute ms':>10}")
+    for s in client.statistics(args.model).model_stats:
+        ok, infer = s.inference_stats.success, s.inference_stats
+        compute = infer.compute_input.ns + infer.compute_infer.ns + infer.compute_output.ns
+        mean = (lambda ns, n: f"{ns / n / 1e6:.2f}" if n else "-")
+        print(f"{s.name:<20} {ok.count:>11} {infer.fail.count:>7} {s.inference_count:>10} {s.execution_count:>8} "
+              f"{mean(infer.queue.ns, infer.queue.count):>9} {mean(compute, infer.compute_infer.count):>10}")
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("TENSORGATE_URL", DEFAULT_URL),
+                        help=f"gateway address host:port (default: $TENSORGATE_URL or {DEFAULT_URL})")
+    common.add_argument("--api-key", default=os.environ.get("TENSORGATE_API_KEY"),
+                        help="API key, when the gateway requires one (default: $TENSORGATE_API_KEY)")
+    common.add_argument("--timeout", type=float, default=30.0, help="deadline of the call in seconds (default: 30)")
+    top = argparse.ArgumentParser(prog="tensorgate", description="Talk to a tensorgate gateway: read digits, "
+                                  "translate German, draw digits, list models and their statistics.")
+    top.add_argument("--version", action="version", version=f"tensorgate {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[Client, argparse.Namespace], None], text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(run=run)
+        return p
+
+    classify = command("classify", _classify, "classify digit photos or scans (PNG, JPEG, BMP, GIF, WebP); "
+                       "the server prepares them as MNIST was made")
+    classify.add_argument("files", nargs="+", metavar="FILE", help="image files")
+    classify.add_argument("--model", default="mnist_cnn", help="mnist_cnn (default) or mnist_mlp")
+    classify.add_argument("--json", action="store_true",
+                          help="one JSON object per line: file, label, probability, probabilities")
+    translate = command("translate", _translate, "translate German sentences to English, one line each")
+    translate.add_argument("sentences", nargs="+", metavar="SENTENCE", help="German sentences (quote each)")
+    translate.add_argument("--beam-size", type=int, default=None, help="beam size (default: the model's; 1 = greedy)")
+    translate.add_argument("--stream", action="store_true",
+                           help="print each translation as soon as it is done, as '[index] text'")
+    generate = command("generate", _generate, "draw a digit with the GAN; writes the drawings as a PNG grid")
+    generate.add_argument("digit", type=int, metavar="DIGIT", help="the digit to draw, 0-9")
+    generate.add_argument("--count", type=int, default=8, help="drawings (default: 8)")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the first drawing; the next ones count up")
+    generate.add_argument("-o", "--output", default="digits.png", help="PNG file to write (default: digits.png)")
+    command("models", _models, "the models the gateway serves and their state")
+    stats = command("stats", _stats, "server-side statistics (Triton's ModelStatistics) of one model or all")
+    stats.add_argument("model", nargs="?", default="", metavar="MODEL", help="model name (default: all)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # exits 2 on bad usage
+    try:
+        with Client(args.url, timeout_s=args.timeout, api_key=args.api_key) as client:
+            args.run(client, args)
+    except UsageError as err:
+        print(f"tensorgate {args.command}: error: {err}", file=sys.stderr)
+        return USAGE
+    except InferenceError as err:
+        print(f"tensorgate {args.command}: {err}", file=sys.stderr)
+        return REFUSED
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
