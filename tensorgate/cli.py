@@ -67,15 +67,20 @@ def _models(client: Client, args: argparse.Namespace) -> None:
         print(f"{name:<20} {version:>7}  {state}")
 
 
+def _mean_ms(ns: int, count: int) -> str:
+    return f"{ns / count / 1e6:.2f}" if count else "-"
+
+
 def _stats(client: Client, args: argparse.Namespace) -> None:
+    models = client.statistics(args.model).model_stats
     print(f"{'model':<20} {'requests ok':>11} {'failed':>7} {'inferences':>10} {'batches':>8} "
           f"{'queue ms':>9} {'compute ms':>10}")
-    for s in client.statistics(args.model).model_stats:
-        ok, infer = s.inference_stats.success, s.inference_stats
+    for s in models:
+        infer = s.inference_stats
         compute = infer.compute_input.ns + infer.compute_infer.ns + infer.compute_output.ns
-        mean = (lambda ns, n: f"{ns / n / 1e6:.2f}" if n else "-")
-        print(f"{s.name:<20} {ok.count:>11} {infer.fail.count:>7} {s.inference_count:>10} {s.execution_count:>8} "
-              f"{mean(infer.queue.ns, infer.queue.count):>9} {mean(compute, infer.compute_infer.count):>10}")
+        print(f"{s.name:<20} {infer.success.count:>11} {infer.fail.count:>7} {s.inference_count:>10} "
+              f"{s.execution_count:>8} {_mean_ms(infer.queue.ns, infer.queue.count):>9} "
+              f"{_mean_ms(compute, infer.compute_infer.count):>10}")
 
 
 def parser() -> argparse.ArgumentParser:
