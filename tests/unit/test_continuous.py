@@ -64,9 +64,10 @@ def settings() -> ModelServiceSettings:
 
 
 def spec(max_batch_size: int | None = None, **parameters: str) -> ModelSpec:
+    """The shipped config with one decode loop (instances() for more)."""
     base = load_spec(MODEL)
     return dataclasses.replace(base, max_batch_size=max_batch_size or base.max_batch_size,
-                               parameters={**base.parameters, **parameters})
+                               parameters={**base.parameters, **parameters}, instance_count=1)
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +248,16 @@ def test_two_decode_loops_give_the_batch_search_translations(
             assert_same(asyncio.run(staggered(m, [5], seed=7))[5], reference[5])
         assert all(d.scheduler.counters.steps > 0 for d in m.decoders)  # both loops worked
         assert m.room() == 2 * 2 * m.max_sentences
+    finally:
+        m.close()
+
+
+def test_the_shipped_config_serves_with_its_instances(reference: dict[int, list[tuple[str, float]]]) -> None:
+    m = TranslatorModel(load_spec(MODEL), settings())
+    try:
+        m.warmup()
+        assert len(m.decoders) == m.spec.instance_count
+        assert_same(asyncio.run(staggered(m, [5], seed=11))[5], reference[5])
     finally:
         m.close()
 

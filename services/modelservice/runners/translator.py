@@ -253,10 +253,11 @@ class TranslatorModel(ContinuousModel):
         self._io_binding_mode = io_binding
         self.decoders = self._start_decoders()
         log.info("translator %s v%s on %s (io binding %s), beam %d, alpha %.2f, %d decode loop(s) "
-                 "(%s sessions, %s routing), running batch <= %d sentences and %d tokens each",
-                 spec.name, spec.version, self.provider, "on" if self.translator.io_binding else "off",
-                 self.beam_size, self.alpha, self.instances, sessions, self.router.policy,
-                 self.max_sentences, self.max_tokens)
+                 "(%s sessions, %s routing, short share %g, longer loops nice +%d), running batch <= %d "
+                 "sentences and %d tokens each", spec.name, spec.version, self.provider,
+                 "on" if self.translator.io_binding else "off", self.beam_size, self.alpha, self.instances,
+                 sessions, self.router.policy, self.router.short_share, self.nice, self.max_sentences,
+                 self.max_tokens)
 
     def _sources(self, inputs: dict[str, np.ndarray], options: Mapping[str, int] | None
                  ) -> tuple[list[list[int]], int]:

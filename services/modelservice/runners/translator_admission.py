@@ -74,7 +74,9 @@ class Admission:
 
 
 class LengthRouter:
-    """Picks one of `loops` decode loops for a request (see the module docstring)."""
+    """Picks one of `loops` decode loops for a request (see the module docstring). Called on
+    the event loop (and by TranslatorModel.run's callers): its state is a bounded deque and a
+    list of bounds replaced whole, so a rare concurrent call sees old bounds at worst."""
 
     def __init__(self, loops: int, policy: str = "length", short_share: float = 0.0, window: int = 1024,
                  every: int = 32) -> None:
