@@ -92,7 +92,7 @@ def classified(response: pb.ClassifyResponse) -> Classified:
 # -- translate ------------------------------------------------------------------------
 def translate_request(sentences: str | Sequence[str], beam_size: int | None, model: str) -> pb.TranslateRequest:
     batch = [sentences] if isinstance(sentences, str) else list(sentences)
-    return pb.TranslateRequest(sentences=batch, beam_size=beam_size or 0, model=model)
+    return pb.TranslateRequest(sentences=batch, beam_size=beam_size, model=model)
 
 
 def translations(response: pb.TranslateResponse) -> list[Translation]:

@@ -138,7 +138,7 @@ class ApplicationServicer(tensorgate_pb2_grpc.TensorgateServicer):
         for i, sentence in enumerate(request.sentences):
             one = kserve.ModelInferRequest(model_name=model)
             add_input(one, "text", _bytes_tensor([sentence.encode("utf-8")]))
-            if request.beam_size:
+            if request.HasField("beam_size"):  # 0 goes on, for validation to refuse
                 one.parameters["beam_size"].int64_param = request.beam_size
             tasks[asyncio.ensure_future(self._infer(one, context, f"sentences[{i}]"))] = i
         try:

@@ -3,17 +3,13 @@ gateway with the SDK as an application would: classify, translate, generate, and
 
 from __future__ import annotations
 
-import signal
-import sys
-from collections.abc import Iterator
-
 import grpc
 import numpy as np
 import pytest
 
 from services.client import Client, InferenceError, load_digit
 from services.stack import DEMO_SENTENCES
-from tests.support import REPO_ROOT, free_port, start_stack
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -23,22 +19,6 @@ SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "config.pbtxt").is_fil
 
 def needs(model: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(model not in SHIPPED, reason=f"models/{model} not trained yet")
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    state = tmp_path_factory.mktemp("stack")
-    port = free_port()
-    command = [sys.executable, "-m", "services.stack", "--port", str(port), "--metrics-port", str(free_port()),
-               "--model-base-port", str(free_port()), "--model-metrics-base-port", str(free_port()),
-               "--redis-port", str(free_port()), "--no-prometheus", "--state-dir", str(state)]
-    process, lines = start_stack(command)
-    try:
-        assert process.poll() is None, "".join(lines)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
 
 
 def test_every_shipped_model_is_ready(gateway: str) -> None:
@@ -62,7 +42,9 @@ def test_translation_through_the_gateway_is_the_search_code_in_process(gateway: 
     with Client(gateway) as client:
         served = client.translate(DEMO_SENTENCES)  # the config's beam size (5)
         greedy = client.translate(DEMO_SENTENCES, beam_size=1)
-        assert client.translate(["", "Ja."])[0][0] is not None  # an empty sentence is a sentence
+        with pytest.raises(InferenceError) as err:  # an empty sentence is refused, not translated
+            client.translate(["Ja.", ""])
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "sentences[1]" in err.value.message
         for bad in (0, 99):
             with pytest.raises(InferenceError) as err:
                 client.translate(DEMO_SENTENCES[:1], beam_size=bad)
