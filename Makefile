@@ -11,7 +11,7 @@ EXTRAS ?= cpu,train,dev
 DEPLOY_TOOLS := kubernetes-validate==1.37.0 cloudcoil-models-keda==2.16.1.0
 DEPLOY_STAMP := $(VENV)/.deploy-tools
 
-.PHONY: help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up test typecheck test-unit test-integration bench clean \
+.PHONY: help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up demo test typecheck test-unit test-integration bench clean \
 	rules lock images images-local test-deploy k8s
 
 help:  ## list the targets
@@ -68,6 +68,9 @@ train: train-mlp train-cnn train-gan train-translator  ## train every model (the
 
 up: deps $(PROTO_STAMP)  ## start redis, the model services, the gateway (+Prometheus) locally; Ctrl-C stops
 	$(PY) -m services.stack
+
+demo: deps $(PROTO_STAMP)  ## both classifiers on the example photos, TranslateStream, a digit grid, latency table (starts a stack if none is up)
+	$(PY) -m services.demo
 
 test: deps $(PROTO_STAMP) typecheck rules $(DEPLOY_STAMP)  ## type-check, check the Prometheus rules, run the whole suite (tests/deploy: with a Docker engine)
 	$(PY) -m pytest -q

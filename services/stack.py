@@ -152,19 +152,19 @@ def wait_ready(children: list[Child], timeout_s: float) -> None:
 
 
 def demo(port: int) -> None:
-    """Show real requests through the gateway: classify the shipped sample digits with each
-    classifier, and, when they are served, translate two sentences and draw digits."""
-    from services.client import Client, load_digit
+    """Show real requests through the gateway's typed API: classify the shipped sample digits with
+    each classifier (the files' bytes, prepared on the server), and, when they are served,
+    translate two sentences and draw digits."""
+    import tensorgate
 
     files = sorted(SAMPLES.glob("*.png"))
     shown = SAMPLES.relative_to(Path.cwd()) if SAMPLES.is_relative_to(Path.cwd()) else SAMPLES
-    with Client(f"127.0.0.1:{port}") as client:
-        ready = {m for m, _, state in client.models() if state == "READY"}
-        images = [load_digit(f) for f in files]
+    with tensorgate.Client(f"127.0.0.1:{port}") as client:
+        ready = {m.name for m in client.models() if m.state == "READY"}
         for name in sorted(m for m in ready if m.startswith("mnist_")):
             if not files:
                 break
-            labels, probs = client.classify(images, name)
+            labels, probs = client.classify(files, name)
             print(f"\n{name} through the gateway, on {shown}:")
             for f, label, p in zip(files, labels, probs):
                 print(f"  {f.name:<12} -> {label}  (p={p[label]:.3f})")
@@ -173,9 +173,26 @@ def demo(port: int) -> None:
             for sentence, (english, score) in zip(DEMO_SENTENCES, client.translate(DEMO_SENTENCES)):
                 print(f"  {sentence}  ->  {english}  (score {score:.2f})")
         if "digit_gan" in ready:
-            drawn = client.generate(list(range(10)), [7] * 10)  # (10, 1, 28, 28)
+            drawn = [client.generate(digit, seed=7).images[0, 0] for digit in range(10)]  # (28, 28) each
             print("\ndigit_gan through the gateway, digits 0-9 (seed 7):")
-            print(ascii_row(drawn[:, 0]))
+            print(ascii_row(drawn))
+    print(next_steps(port))
+
+
+def next_steps(port: int) -> str:
+    """What a new user can type next, against this stack."""
+    url = "" if port == 8001 else f" --url 127.0.0.1:{port}"
+    photos = "examples/*" if (SAMPLES.parent.parent / "examples").is_dir() else "samples/mnist/*.png"
+    return "\n".join([
+        "\nwhat to try next (in another shell; `pip install .` or .venv/bin puts `tensorgate` on PATH):",
+        f"  tensorgate classify --json {photos}{url}              # digit photos, prepared on the server",
+        f"  tensorgate classify --model mnist_mlp {photos}{url}",
+        f"  tensorgate translate --stream \"Ich habe keine Zeit.\" \"Wo ist der Bahnhof?\"{url}",
+        f"  tensorgate generate 7 --count 16 -o sevens.png{url}",
+        f"  tensorgate models{url}   /   tensorgate stats mnist_cnn{url}",
+        "  make demo                   # both networks side by side, streaming, a digit grid, latency table",
+        f"  python: tensorgate.Client(\"127.0.0.1:{port}\").classify([\"seven.jpg\"])   (README: Calling it)",
+    ])
 
 
 DEMO_SENTENCES = ["Der Hund kam unter dem Tisch hervor.", "Ich habe keine Zeit."]

@@ -181,3 +181,20 @@ def test_cli_commands_succeed(shipped: Shipped, tmp_path: Path) -> None:
     assert "4 drawings of 5" in cli("generate", "5", "--count", "4", "-o", str(grid)).stdout
     with Image.open(grid) as picture:
         assert picture.size == (2 + 4 * 30, 2 + 30)
+
+
+@needs("mnist_cnn", "mnist_mlp", "translator_de_en", "digit_gan")
+def test_demo_on_a_running_stack(shipped: Shipped, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "services.demo", "--url", shipped.url, "--metrics-url",
+                          f"http://127.0.0.1:{shipped.metrics_port}/metrics", "--out", str(tmp_path / "grid.png")],
+                         capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "starting one" not in out.stdout  # it used the stack that was up
+    assert "mnist_mlp" in out.stdout and "mnist_cnn" in out.stdout and "TranslateStream" in out.stdout
+    assert len([line for line in out.stdout.splitlines() if line.strip().startswith("[")]) == 5  # one per sentence
+    with Image.open(tmp_path / "grid.png") as picture:
+        assert picture.size == (2 + 8 * 30, 2 + 10 * 30)  # 8 of each digit, a row per digit
+    table = out.stdout.split("latency at the gateway")[1].splitlines()[2:]
+    rows = {line.split()[0]: line.split()[1:] for line in table if line.strip()}
+    assert {"mnist_mlp", "mnist_cnn", "translator_de_en", "digit_gan"} <= set(rows)
+    assert all(int(cells[0]) > 0 and float(cells[1]) <= float(cells[2]) <= float(cells[3]) for cells in rows.values())
