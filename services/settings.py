@@ -51,6 +51,9 @@ class GatewaySettings(ServerSettings):
     default_timeout_s: float = Field(
         30.0, description="Deadline for a request that sets none and whose model config sets no default timeout."
     )
+    max_timeout_s: float = Field(
+        300.0, description="Longest a request may wait, whatever its timeout parameter, gRPC deadline or model default."
+    )
     redis_timeout_s: float = Field(5.0, description="Timeout of every Redis command the gateway sends.")
     replica_ttl_s: float = Field(5.0, description="A model replica whose last heartbeat is older than this is not counted as ready.")
     reply_stream_maxlen: int = Field(100_000, description="Approximate cap of this gateway's reply stream (replies are read once).")

@@ -76,6 +76,17 @@ def _check_ranges(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
                                   f"got {bad.flat[0]}")
 
 
+def _check_finite(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
+    """NaN and infinities in floating-point inputs are refused unless the config's parameter
+    `allow_non_finite` is true: a NaN pixel would otherwise come back as NaN probabilities."""
+    if _flag(spec, "allow_non_finite"):
+        return
+    for name, array in inputs.items():
+        if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+            raise InvalidArgument(f"input '{name}': NaN or infinite values (the model's config does not set "
+                                  "allow_non_finite)")
+
+
 def _flag(spec: ModelSpec, key: str) -> bool:
     return spec.parameters.get(key, "").strip().lower() in ("true", "1", "yes")
 
@@ -137,6 +148,7 @@ def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
         raise InvalidArgument(f"inputs disagree on the batch size: {sorted(rows)}")
     inputs = request_inputs(request)  # checks byte sizes and BYTES framing
     _check_ranges(spec, inputs)
+    _check_finite(spec, inputs)
     _check_text(spec, inputs)
     for t in spec.inputs:  # the graph's own shape (config reshape), so batches concatenate
         if t.name in inputs and t.model_shape != t.shape:

@@ -26,7 +26,8 @@ class GatewayApp:
         self.specs = load_repository(Path(settings.model_repository))
         self.metrics = Metrics()
         self.backend = QueueBackend(settings, self.specs, self.metrics)
-        servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s)
+        servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s,
+                                     max_timeout_s=settings.max_timeout_s)
         self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb, settings.api_keys,
                                application=ApplicationServicer(servicer, self.specs), tls=server_tls(settings),
                                max_concurrent_rpcs=settings.max_concurrent_rpcs)

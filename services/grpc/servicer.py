@@ -31,10 +31,12 @@ EXTENSIONS = ("model_configuration", "statistics")
 TIMEOUT_PARAMETER = "timeout"
 
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, backend: Backend, metrics: Metrics, default_timeout_s: float, server_name: str = "tensorgate") -> None:
+    def __init__(self, backend: Backend, metrics: Metrics, default_timeout_s: float, server_name: str = "tensorgate",
+                 max_timeout_s: float = 300.0) -> None:
         self._backend = backend
         self._metrics = metrics
         self._default_timeout_s = default_timeout_s
+        self._max_timeout_s = max_timeout_s
         self._server_name = server_name
 
     # -- lookups -----------------------------------------------------------------
@@ -49,7 +51,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def _deadline(self, spec: ModelSpec, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> float:
         """Absolute deadline: the config's default timeout (or ours), a `timeout` parameter where the
-        config allows overriding it, and never later than the client's own gRPC deadline."""
+        config allows overriding it, never later than the client's own gRPC deadline, and never
+        more than the server's maximum (a waiting call holds memory and a queue place)."""
         budget = spec.default_timeout_s or self._default_timeout_s
         if TIMEOUT_PARAMETER in request.parameters and spec.allow_timeout_override:
             micros = request.parameters[TIMEOUT_PARAMETER].int64_param
@@ -59,7 +62,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             budget = min(budget, remaining)
-        return time.time() + budget
+        return time.time() + min(budget, self._max_timeout_s)
 
     # -- health and metadata ------------------------------------------------------
     @rpc

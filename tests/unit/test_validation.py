@@ -174,3 +174,15 @@ def test_text_parameters_refuse_broken_empty_and_long_elements(tmp_path: Path) -
     ]:
         with pytest.raises(InvalidArgument, match=message):
             validate(spec, text_request(*items))
+
+
+def test_non_finite_values_are_refused_unless_the_config_allows_them(spec: ModelSpec, tmp_path: Path) -> None:
+    image = np.zeros((1, 1, 28, 28), np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        image[0, 0, 3, 4] = bad
+        with pytest.raises(InvalidArgument, match="input 'image': NaN or infinite"):
+            validate(spec, request(("image", image)))
+    make_tiny_repository(tmp_path, "lenient")
+    config = tmp_path / "lenient" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "allow_non_finite" value: { string_value: "true" } }\n')
+    assert np.isinf(validate(load_spec(tmp_path / "lenient"), request(("image", image))).inputs["image"]).sum() == 1
