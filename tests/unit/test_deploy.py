@@ -345,14 +345,23 @@ def test_env_is_ignored_and_example_is_not() -> None:
                           if line.startswith("!")}, ".env never enters the build context"
 
 
+def _bytes(size: str) -> int:
+    """'768mb', '1g', '512m' -> bytes (Redis and compose both count in powers of 1024)."""
+    number, unit = re.fullmatch(r"(\d+)\s*([kmg]?)b?", size.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * 1024 ** " kmg".index(unit or " ")
+
+
 def test_compose_runs_as_production_wants(compose: dict[str, Any]) -> None:
     services = compose["services"]
     redis = services["redis"]
     command = redis["command"]
-    for flag, value in (("--appendonly", "yes"), ("--appendfsync", "everysec"), ("--dir", "/data")):
+    for flag, value in (("--appendonly", "yes"), ("--appendfsync", "everysec"), ("--dir", "/data"),
+                        ("--maxmemory-policy", "noeviction")):
         assert command[command.index(flag) + 1] == value, flag
     assert command[command.index("--requirepass") + 1] == _env_example()["TENSORGATE_REDIS_PASSWORD"]
     assert "redis-data:/data" in redis["volumes"] and "redis-data" in compose["volumes"]
+    # Redis' cap sits below its container's limit, so it refuses writes instead of being killed.
+    assert _bytes(command[command.index("--maxmemory") + 1]) < _bytes(redis["mem_limit"])
     for name, service in services.items():
         assert service.get("cpus") and service.get("mem_limit"), f"{name}: no resource limits"
         assert service.get("healthcheck", {}).get("test"), f"{name}: no health check"
