@@ -50,6 +50,11 @@ class Metrics:
             "Inference requests answered, by outcome (success or the failure reason).",
             ["model", "outcome"], registry=r,
         )
+        self.reply_waiters = Gauge(
+            "tensorgate_reply_waiters",
+            "Calls of this gateway waiting for their reply from a model service.",
+            registry=r,
+        )
         self.dropped_replies = Counter(
             "tensorgate_dropped_replies_total",
             "Replies that arrived after their request had ended (late or duplicate).",

@@ -3,6 +3,7 @@ injection the integration tests need, on top of the real ONNX runner."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,4 +25,13 @@ class PoisonOnNegative(OnnxModel):
             options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         if (inputs["image"] < 0).any():
             raise RuntimeError("poisoned batch (test)")
+        return super().run(inputs, outputs, options)
+
+
+class SlowModel(OnnxModel):
+    """Every model call takes at least the config parameter `slow_ms` (a slow or overloaded model)."""
+
+    def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
+            options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        time.sleep(float(self.spec.parameters.get("slow_ms", "300")) / 1000)
         return super().run(inputs, outputs, options)

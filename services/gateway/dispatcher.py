@@ -46,6 +46,7 @@ class QueueBackend:
         self._enqueues: Coalescer[Submission, bool] = Coalescer(self._enqueue_together)
         self._replies = streams.ReplyReader(self._reply_redis, settings.gateway_id)
         self._waiting: dict[str, asyncio.Future[ReplyEntry]] = {}
+        metrics.reply_waiters.set_function(lambda: len(self._waiting))
         self._ready: dict[str, tuple[float, bool]] = {}
         self._statistics = StatisticsBuffer(self._redis)
         self._tasks: list[asyncio.Task[None]] = []

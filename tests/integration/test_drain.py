@@ -22,6 +22,10 @@ from tests.support import small_stack, start_model_service
 pytestmark = pytest.mark.integration
 
 
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
 def read_statistics(url: str) -> dict[str, int]:
     raw = redis.Redis.from_url(url).hgetall(keys.statistics("mnist_mlp"))
     return {k.decode(): int(v) for k, v in raw.items()}
@@ -59,6 +63,7 @@ def test_sigterm_drains_model_service_then_gateway(tmp_path: Path) -> None:
             codes = pool.submit(hammer, gateway.grpc_port, stop)
             time.sleep(1.0)
             assert service.stop() == 0  # SIGTERM: leaves the replica set, finishes what it holds
+            assert redis_client(redis.url).xpending(keys.request_stream("mnist_mlp"), keys.GROUP)["pending"] == 0
             time.sleep(1.0)
             stop.set()
             seen = codes.result(timeout=60)
