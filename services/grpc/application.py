@@ -11,8 +11,8 @@ sentence, so each answer can go out the moment it is done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import numpy as np
@@ -54,14 +54,22 @@ def _within(index: str, err: InvalidArgument) -> InvalidArgument:
     return InvalidArgument(f"{index}: {err}")
 
 
+def _drop(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel what still runs (its reply, when it comes, is dropped); mark the failures of what
+    ended as seen, so that asyncio does not log them as never retrieved."""
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()
+        task.cancel()
+
+
 async def _all(calls: Sequence[Awaitable[T]]) -> list[T]:
-    """Every result in order; the first failure cancels the rest (their replies are dropped)."""
+    """Every result in order; the first failure cancels the rest."""
     tasks = [asyncio.ensure_future(c) for c in calls]
     try:
         return list(await asyncio.gather(*tasks))
     finally:
-        for task in tasks:
-            task.cancel()
+        _drop(tasks)
 
 
 class ApplicationServicer(tensorgate_pb2_grpc.TensorgateServicer):
@@ -152,8 +160,7 @@ class ApplicationServicer(tensorgate_pb2_grpc.TensorgateServicer):
                     yield tasks[task], pb.Translation(text=text.decode("utf-8"), score=float(score)), \
                         response.model_version
         finally:  # a failure or a cancelled call: what is still queued is answered to nobody
-            for task in tasks:
-                task.cancel()
+            _drop(tasks)
 
     @rpc
     async def Translate(self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
@@ -187,9 +194,9 @@ class ApplicationServicer(tensorgate_pb2_grpc.TensorgateServicer):
                                    images=[pb.Pixels(values=image.ravel().tolist()) for image in images], png=picture)
 
 
-def _handler(method: object, behaviour: object) -> grpc.RpcMethodHandler:
-    request_cls = getattr(pb, method.input_type.name)  # type: ignore[attr-defined]
-    make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler  # type: ignore[attr-defined]
+def _handler(method: Any, behaviour: Any) -> grpc.RpcMethodHandler:
+    request_cls = getattr(pb, method.input_type.name)
+    make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
     return make(behaviour, request_deserializer=lenient(request_cls.FromString, request_cls.DESCRIPTOR.full_name),
                 response_serializer=lambda message: message.SerializeToString())
 
