@@ -108,7 +108,7 @@ def wait_for_port(port: int, timeout_s: float = 30.0) -> None:
 class RedisServer:
     """A real redis-server on a free port, data in a temporary folder."""
 
-    def __init__(self, workdir: Path, password: str = "") -> None:
+    def __init__(self, workdir: Path, password: str = "", appendonly: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (make deps installs it)")
@@ -116,7 +116,8 @@ class RedisServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-             "--appendonly", "no", *(["--requirepass", password] if password else [])],
+             "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
+             *(["--requirepass", password] if password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
@@ -125,6 +126,12 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop (SIGTERM: an append-only file is flushed) and start again on the same port and folder."""
+        self.stop()
+        self.process = subprocess.Popen(self.process.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
