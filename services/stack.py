@@ -182,10 +182,12 @@ def demo(port: int) -> None:
 def next_steps(port: int) -> str:
     """What a new user can type next, against this stack."""
     url = "" if port == 8001 else f" --url 127.0.0.1:{port}"
-    photos = "examples/*" if (SAMPLES.parent.parent / "examples").is_dir() else "samples/mnist/*.png"
+    examples = SAMPLES.parent.parent / "examples"
+    kinds = sorted({f.suffix.lower() for f in examples.glob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg")})
+    photos = " ".join(f"examples/*{kind}" for kind in kinds) or "samples/mnist/*.png"
     return "\n".join([
         "\nwhat to try next (in another shell; `pip install .` or .venv/bin puts `tensorgate` on PATH):",
-        f"  tensorgate classify --json {photos}{url}              # digit photos, prepared on the server",
+        f"  tensorgate classify --json {photos}{url}   # image files, prepared on the server as MNIST was made",
         f"  tensorgate classify --model mnist_mlp {photos}{url}",
         f"  tensorgate translate --stream \"Ich habe keine Zeit.\" \"Wo ist der Bahnhof?\"{url}",
         f"  tensorgate generate 7 --count 16 -o sevens.png{url}",
