@@ -11,7 +11,7 @@ EXTRAS ?= cpu,train,dev
 DEPLOY_TOOLS := kubernetes-validate==1.37.0 cloudcoil-models-keda==2.16.1.0
 DEPLOY_STAMP := $(VENV)/.deploy-tools
 
-.PHONY: help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up demo test typecheck test-unit test-integration bench clean \
+.PHONY: soak help deps venv protos data data-ding data-gettext train train-mlp train-cnn train-gan train-translator up demo test typecheck test-unit test-integration bench clean \
 	rules lock images images-local test-deploy k8s
 
 help:  ## list the targets
@@ -80,6 +80,9 @@ typecheck: $(PROTO_STAMP)  ## mypy over services/ (type hints everywhere there)
 
 test-unit: $(PROTO_STAMP)
 	$(PY) -m pytest -q tests/unit
+
+soak: deps $(PROTO_STAMP)  ## 5 minutes at half the measured capacity: no errors, flat resident memory (make test runs 30 s)
+	TENSORGATE_SOAK_S=300 $(PY) -m pytest -q -s tests/integration/test_soak.py
 
 test-integration: deps $(PROTO_STAMP)
 	$(PY) -m pytest -q tests/integration tests/e2e
