@@ -10,13 +10,15 @@ level. `prepare_digit` bridges the gap:
 
 1. decode (PNG, JPEG, BMP, GIF, WebP; first frame; EXIF rotation applied), alpha flattened onto
    white, grayscale, shrunk to at most WORK_SIDE px (JPEGs decoded at reduced size);
-2. polarity: the brighter class of an Otsu split that covers most of the picture is the paper,
-   so dark-on-light is inverted to light-on-dark;
-3. the paper's unevenness (lighting gradient, vignetting) is removed by subtracting a smooth
-   quadratic surface fitted to the background, refitted without the ink;
+2. polarity: from the frame's border when it is clearly paper-coloured, else from the side on
+   which pixels stand out most from a stroke-wide median (the local paper); dark-on-light is
+   inverted;
+3. the paper's unevenness (lighting gradient, vignetting, shadows) is removed by subtracting
+   a grey-level opening wider than any pen stroke (what is wide is paper, what is thin is ink);
 4. ink is what lies above an Otsu threshold of the flattened image (a threshold from the image
    itself, not a constant); an image without a clear ink class is refused (`NoInk`);
-5. specks (connected blobs far smaller than the digit's largest stroke) are dropped;
+5. lines across the whole picture (ruled or squared paper) and specks (connected blobs far
+   smaller than the digit's largest stroke) are dropped;
 6. crop to the ink, thicken a stroke that would be thinner than MNIST's pen at 20 px,
    fit into 20x20 keeping aspect with anti-aliasing, rescale so the ink's peak is 1;
 7. pad to 28x28 with the centre of mass at (14, 14) (MNIST's own mean), as MNIST did.
@@ -179,24 +181,23 @@ def _otsu(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
 
 def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, float]:
     """(H, W) gray -> (H, W) ink strength >= 0 on flattened paper (3x3-smoothed against
-    sensor and JPEG noise when the image is large), and the paper's noise (robust sigma)."""
-    threshold, _ = _otsu(gray)
-    bright = gray > threshold
-    # The paper is the class that covers most of the picture (ink rarely covers half); on a
-    # near tie, the class that holds most of the border.
-    bright_share = float(bright.mean())
-    if abs(bright_share - 0.5) < 0.1:
-        border = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
-        light_paper = bool(border.mean() > 0.5)
+    sensor and JPEG noise when the image is large), and the paper's pixel noise (robust sigma)."""
+    # Polarity: a frame whose border (mostly paper) is clearly at one end of the range settles
+    # it; otherwise the side on which ink stands out from the local paper level.
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    low, high = np.percentile(gray, [1, 99])
+    place = (float(np.median(border)) - low) / max(float(high - low), 1e-6)
+    if place < 0.1 or place > 0.9:
+        light_paper = place > 0.9
     else:
-        light_paper = bright_share > 0.5
+        light_paper = _ink_is_dark(gray)
     signal = 1.0 - gray if light_paper else gray  # ink is now bright, paper dark
     residual = signal - _background(signal)
     if max(residual.shape) >= 4 * SIDE:  # only where 3x3 px is far finer than the 28 px result
         residual = _smooth3(residual)
-    centre = float(np.median(residual))
-    noise = 1.4826 * float(np.median(np.abs(residual - centre)))
-    return np.clip(residual - centre, 0.0, None), noise
+    # Pixel noise from neighbour differences: blind to lighting and to the (few) stroke edges.
+    noise = 1.4826 * float(np.median(np.abs(np.diff(residual, axis=1)))) / np.sqrt(2.0)
+    return np.clip(residual, 0.0, None), noise
 
 
 def _smooth3(x: np.ndarray) -> np.ndarray:
@@ -206,29 +207,51 @@ def _smooth3(x: np.ndarray) -> np.ndarray:
     return sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
 
 
-def _background(signal: np.ndarray, grid: int = 48, rounds: int = 4) -> np.ndarray:
-    """A smooth quadratic surface through the paper (not the ink) of signal (H, W)."""
+def _ink_is_dark(gray: np.ndarray, side: int = 128) -> bool:
+    """Whether the ink is darker than the paper. A median filter wider than a pen stroke gives
+    the paper under every pixel whatever the polarity (ink is the minority of any window);
+    against it, ink stands out far on one side, pixel noise a little on both, and lighting
+    and shadows, being wide, hardly at all. The longer tail is the ink's."""
+    h, w = gray.shape
+    small = Image.fromarray(gray.astype(np.float32))
+    if max(h, w) > side:
+        small = small.resize(_fitted((w, h), side), Image.Resampling.BOX)
+    k = max(3, round(max(small.size) / 5)) | 1  # odd
+    residual = np.asarray(small) - np.asarray(small.filter(ImageFilter.MedianFilter(k)))
+    low, high = np.percentile(residual, [0.5, 99.5])
+    return bool(-low > high)
+
+
+def _opened(signal: np.ndarray, side: int = 128) -> tuple[Image.Image, Image.Image]:
+    """signal at most `side` px across, and its grey-level opening over a fifth of the picture."""
     h, w = signal.shape
-    small = np.asarray(Image.fromarray(signal).resize((min(grid, w), min(grid, h)), Image.Resampling.BOX))
-    sy, sx = np.mgrid[0:small.shape[0], 0:small.shape[1]]
-    u, v = (sx + 0.5) / small.shape[1] - 0.5, (sy + 0.5) / small.shape[0] - 0.5
+    small = Image.fromarray(signal.astype(np.float32))
+    if max(h, w) > side:
+        small = small.resize(_fitted((w, h), side), Image.Resampling.BOX)
+    k = max(3, round(max(small.size) / 5)) | 1  # odd
+    return small, small.filter(ImageFilter.MinFilter(k)).filter(ImageFilter.MaxFilter(k))
 
-    def design(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1).reshape(-1, 6)
 
-    a, y = design(u, v), small.reshape(-1).astype(np.float64)
-    keep = y <= np.median(y)  # start from the darker half: paper, since ink is the minority
-    coef = np.zeros(6)
-    for _ in range(rounds):  # refit on what is not ink: ink lies above the surface
-        if keep.sum() < 12:
-            break
-        coef, *_ = np.linalg.lstsq(a[keep], y[keep], rcond=None)
-        residual = y - a @ coef
-        spread = 1.4826 * np.median(np.abs(residual[keep])) + 2e-3  # robust sigma of the paper
-        keep = residual < 3.0 * spread
-    fy, fx = np.mgrid[0:h, 0:w]
-    surface = design((fx + 0.5) / w - 0.5, (fy + 0.5) / h - 0.5) @ coef
-    return surface.reshape(h, w).astype(np.float32)
+def _background(signal: np.ndarray) -> np.ndarray:
+    """The paper under the ink of signal (H, W), ink bright: a grey-level opening (min then max
+    filter) wider than any pen stroke removes the strokes and keeps what is wide, the lighting
+    gradient, vignetting and shadows; computed at most `side` px across, then smoothed."""
+    h, w = signal.shape
+    small, opened = _opened(signal)
+    k = max(3, round(max(small.size) / 5)) | 1
+    smooth = Image.fromarray(_box_blur(np.asarray(opened, dtype=np.float32), k // 2))
+    return np.asarray(smooth.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _box_blur(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1) square of (H, W), edges repeated; separable, by cumulative sums."""
+    for axis in (0, 1):
+        p = np.pad(x, [(radius + 1, radius) if a == axis else (0, 0) for a in range(2)], mode="edge")
+        c = np.cumsum(p, axis=axis, dtype=np.float64)
+        n = x.shape[axis]
+        x = (np.take(c, range(2 * radius + 1, 2 * radius + 1 + n), axis=axis)
+             - np.take(c, range(n), axis=axis)) / (2 * radius + 1)
+    return x.astype(np.float32)
 
 
 def _ink_mask(ink: np.ndarray, noise: float) -> np.ndarray:
@@ -240,6 +263,10 @@ def _ink_mask(ink: np.ndarray, noise: float) -> np.ndarray:
                     f"at least {floor:.3f} needed)")
     threshold, _ = _otsu(ink / peak)
     mask = ink > max(threshold * peak, 4.0 * noise)
+    # Ruled or squared paper: a line across (nearly) the whole picture is not ink.
+    h, w = mask.shape
+    mask[_longest_run(mask) >= 0.85 * w] = False
+    mask[:, _longest_run(mask.T) >= 0.85 * h] = False
     labels, areas = _components(mask)
     largest = int(areas.max())
     # Specks: far smaller than the main stroke. A digit's second stroke (the bar of a 4 or 5,
@@ -249,6 +276,17 @@ def _ink_mask(ink: np.ndarray, noise: float) -> np.ndarray:
     if mask.sum() < 4:
         raise NoInk("no ink: only specks stand out from the background")
     return mask
+
+
+def _longest_run(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H,) the longest run of True in each row."""
+    padded = np.pad(mask, ((0, 0), (1, 1))).astype(np.int8)
+    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 just after it ends
+    rows_s, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    longest = np.zeros(mask.shape[0], dtype=np.int64)
+    np.maximum.at(longest, rows_s, ends - starts)
+    return longest
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
