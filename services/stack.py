@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.repository import load_repository
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "mnist"
+RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 # The models of the contract, in its order: the order fixes each model service's port pair, 8101/9101
 # for the first, 8102/9102 for the second, ... (docker-compose.yml and Prometheus use the same table).
 CONTRACT_MODELS = ("mnist_mlp", "mnist_cnn", "translator_de_en", "digit_gan")
@@ -125,7 +126,9 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
     if prometheus and not args.no_prometheus:
         config = state / "prometheus.yml"
         config.write_text(
-            "global: {scrape_interval: 5s}\nscrape_configs:\n"
+            "global: {scrape_interval: 5s}\n"
+            f"rule_files: ['{RULES}/*.yml']\n"  # the recording and alert rules compose loads too
+            "scrape_configs:\n"
             f"  - job_name: gateway\n    static_configs: [{{targets: ['127.0.0.1:{args.metrics_port}']}}]\n"
             f"  - job_name: model_services\n    static_configs: [{{targets: {scrape}}}]\n"
         )
