@@ -80,14 +80,13 @@ def _build(env: dict[str, str], timings: Timings) -> dict[str, str]:
 def stack(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[tuple[Compose, dict[str, int]]]:
     """(compose, host ports) of a stack that is up and healthy; `down -v` afterwards."""
     images = _build(dict(os.environ), timings)
-    ports = {"gateway": free_port(), "gateway_metrics": free_port(), "prometheus": free_port()}
+    ports = {"gateway": free_port(), "prometheus": free_port()}
     env_file = tmp_path_factory.mktemp("compose") / "test.env"
     settings = {
         **images,
         "TENSORGATE_REDIS_PASSWORD": secrets.token_hex(16),
         "TENSORGATE_PUBLISH_ADDRESS": "127.0.0.1",  # traffic stays on this machine
         "TENSORGATE_GATEWAY_HOST_PORT": str(ports["gateway"]),
-        "TENSORGATE_GATEWAY_METRICS_HOST_PORT": str(ports["gateway_metrics"]),
         "PROMETHEUS_HOST_PORT": str(ports["prometheus"]),
         "GRAFANA_HOST_PORT": str(free_port()),
         "TENSORGATE_MODEL_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
