@@ -126,6 +126,7 @@ class Worker:
             self._spawn(self._process(jobs))
 
     async def _run_continuous(self, model: ContinuousModel) -> None:
+        model.on_step = self.metrics.batch_size.labels(self.spec.name).observe  # thread-safe
         while not self._drained() or self._backlog:
             if model.room() <= 0:
                 await model.wait_for_room()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 
 import numpy as np
@@ -118,7 +118,12 @@ class Model:
 
 class ContinuousModel(Model):
     """A runner that owns its running batch. Subclasses implement `infer` (resolve when this
-    request is done), `room` and `wait_for_room`; the worker never calls `run` on them."""
+    request is done), `room` and `wait_for_room`; the worker never calls `run` on them.
+
+    `on_step`, when the worker sets it, is called from the runner's thread after every model
+    step with the rows of the running batch (the batch size its metrics report)."""
+
+    on_step: Callable[[int], None] | None = None
 
     def room(self) -> int:
         """How many more requests it would admit now (0: full)."""
