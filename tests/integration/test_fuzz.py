@@ -69,7 +69,8 @@ def malformed(draw: st.DrawFn) -> tuple[str, pb.ModelInferRequest]:
         elif fault == "raw_size":
             data = request.raw_input_contents[0]
             cut = draw(st.integers(0, len(data) - 1))
-            request.raw_input_contents[0] = data[:cut] + draw(st.binary(max_size=8)) if draw(st.booleans()) else data[:cut]
+            changed = data[:cut] + draw(st.binary(max_size=8)) if draw(st.booleans()) else data[:cut]
+            request.raw_input_contents[0] = changed + b"\0" if len(changed) == len(data) else changed  # never the right size
         elif fault == "typed_size":
             del request.raw_input_contents[:]
             count = draw(st.integers(0, 784 * rows - 1)) if draw(st.booleans()) else 784 * rows + draw(st.integers(1, 64))
