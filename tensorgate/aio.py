@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from pathlib import Path
+
 import grpc
 import numpy as np
 
@@ -27,8 +29,11 @@ class AsyncClient:
     """Options as for `tensorgate.Client`. Create it inside the event loop that uses it."""
 
     def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 30.0, api_key: str | None = None,
-                 retries: int = 3, credentials: grpc.ChannelCredentials | None = None) -> None:
+                 retries: int = 3, credentials: grpc.ChannelCredentials | None = None, tls: bool = False,
+                 root_certificates: str | Path | None = None, certificate_chain: str | Path | None = None,
+                 private_key: str | Path | None = None) -> None:
         options = wire.channel_options(retries)
+        credentials = credentials or wire.tls_credentials(tls, root_certificates, certificate_chain, private_key)
         self._channel = (grpc.aio.secure_channel(url, credentials, options) if credentials is not None
                          else grpc.aio.insecure_channel(url, options))
         self._api = tensorgate_pb2_grpc.TensorgateStub(self._channel)

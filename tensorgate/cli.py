@@ -90,6 +90,13 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--api-key", default=os.environ.get("TENSORGATE_API_KEY"),
                         help="API key, when the gateway requires one (default: $TENSORGATE_API_KEY)")
     common.add_argument("--timeout", type=float, default=30.0, help="deadline of the call in seconds (default: 30)")
+    common.add_argument("--tls", action="store_true", help="speak TLS, trusting the system's roots (implied by --ca-cert)")
+    common.add_argument("--ca-cert", default=os.environ.get("TENSORGATE_CA_CERT"),
+                        help="PEM file of the roots that sign the gateway's certificate (default: $TENSORGATE_CA_CERT)")
+    common.add_argument("--cert", default=os.environ.get("TENSORGATE_CLIENT_CERT"),
+                        help="client certificate (PEM) for mutual TLS (default: $TENSORGATE_CLIENT_CERT)")
+    common.add_argument("--key", default=os.environ.get("TENSORGATE_CLIENT_KEY"),
+                        help="private key (PEM) of --cert (default: $TENSORGATE_CLIENT_KEY)")
     top = argparse.ArgumentParser(prog="tensorgate", description="Talk to a tensorgate gateway: read digits, "
                                   "translate German, draw digits, list models and their statistics.")
     top.add_argument("--version", action="version", version=f"tensorgate {__version__}")
@@ -125,7 +132,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 2 on bad usage
     try:
-        with Client(args.url, timeout_s=args.timeout, api_key=args.api_key) as client:
+        with Client(args.url, timeout_s=args.timeout, api_key=args.api_key, tls=args.tls,
+                    root_certificates=args.ca_cert, certificate_chain=args.cert, private_key=args.key) as client:
             args.run(client, args)
     except UsageError as err:
         print(f"tensorgate {args.command}: error: {err}", file=sys.stderr)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from pathlib import Path
+
 import grpc
 import numpy as np
 
@@ -29,11 +31,16 @@ class Client:
     """`url` is host:port. Every call takes `timeout_s` (its deadline; the client's default when
     None); UNAVAILABLE is retried `retries` times with exponential backoff within that deadline,
     any other status raises InferenceError at once. `api_key` is sent as `authorization: Bearer`.
-    `credentials` (grpc.ssl_channel_credentials(...)) opens a TLS channel; plain text otherwise."""
+    TLS: `tls=True` (trusting the system's roots), or `root_certificates` (PEM file of the roots
+    to trust), plus `certificate_chain` and `private_key` for mutual TLS; or ready `credentials`.
+    Plain text otherwise."""
 
     def __init__(self, url: str = DEFAULT_URL, *, timeout_s: float = 30.0, api_key: str | None = None,
-                 retries: int = 3, credentials: grpc.ChannelCredentials | None = None) -> None:
+                 retries: int = 3, credentials: grpc.ChannelCredentials | None = None, tls: bool = False,
+                 root_certificates: str | Path | None = None, certificate_chain: str | Path | None = None,
+                 private_key: str | Path | None = None) -> None:
         options = wire.channel_options(retries)
+        credentials = credentials or wire.tls_credentials(tls, root_certificates, certificate_chain, private_key)
         self._channel = (grpc.secure_channel(url, credentials, options) if credentials is not None
                          else grpc.insecure_channel(url, options))
         self._api = tensorgate_pb2_grpc.TensorgateStub(self._channel)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Union
 
+import grpc
 import numpy as np
 
 from services.proto import grpc_service_pb2 as kserve
@@ -138,3 +140,19 @@ def inferred(response: kserve.ModelInferResponse) -> dict[str, np.ndarray]:
 
 def model_states(index: kserve.RepositoryIndexResponse) -> list[ModelState]:
     return [ModelState(m.name, m.version, m.state) for m in index.models]
+
+
+def tls_credentials(tls: bool = False, root_certificates: str | Path | None = None,
+                    certificate_chain: str | Path | None = None,
+                    private_key: str | Path | None = None) -> grpc.ChannelCredentials | None:
+    """TLS credentials from PEM files: `root_certificates` to trust (default: the system's), and a
+    client certificate with its key for mutual TLS. None (plain text) when nothing asks for TLS."""
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("a client certificate needs its private key, and the key its certificate")
+    if not (tls or root_certificates or certificate_chain):
+        return None
+
+    def read(path: str | Path | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(read(root_certificates), read(private_key), read(certificate_chain))

@@ -3,6 +3,8 @@ requires a password, and no secret in any log."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.proto import grpc_service_pb2 as pb
 from services.proto import grpc_service_pb2_grpc
+import tensorgate
 from tests.certs import make_certs
 from tests.integration.test_gateway import infer_request
 from tests.support import RedisServer, ServiceProcess, make_tiny_repository, start_gateway, start_model_service
@@ -67,6 +70,19 @@ def test_tls_mtls_api_keys_and_redis_password(tmp_path: Path) -> None:
                 assert infer(channel) == grpc.StatusCode.UNAVAILABLE
         with grpc.insecure_channel(address) as channel:  # plain text on a TLS port
             assert infer(channel) == grpc.StatusCode.UNAVAILABLE
+        # The SDK and the CLI with the matching options.
+        with tensorgate.Client(address, api_key=API_KEY, root_certificates=certs.ca, certificate_chain=certs.client_cert,
+                               private_key=certs.client_key, retries=0) as client:
+            out = client.infer("mnist_mlp", {"image": IMAGE})
+            assert out["probabilities"].shape == (1, 10)
+        with tensorgate.Client(address, api_key=API_KEY, root_certificates=certs.ca, retries=0) as client:
+            with pytest.raises(tensorgate.InferenceError) as refused:  # no client certificate
+                client.infer("mnist_mlp", {"image": IMAGE}, timeout_s=5)
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        cli = subprocess.run([sys.executable, "-m", "tensorgate", "models", "--url", address, "--api-key", API_KEY,
+                              "--ca-cert", str(certs.ca), "--cert", str(certs.client_cert), "--key", str(certs.client_key)],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0 and "mnist_mlp" in cli.stdout, cli.stderr
     finally:
         gateway.stop()
         model.stop()
