@@ -49,11 +49,17 @@ def _check(request: Any) -> None:
         raise InvalidArgument(f"malformed {request.type_name}: {request.error}")
 
 
-async def _abort(context: grpc.aio.ServicerContext, name: str, err: Exception) -> NoReturn:
+def _status(name: str, err: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(err, TensorgateError):
-        await context.abort(err.code, str(err))
+        return err.code, str(err)
     log.error("%s failed", name, exc_info=err)
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: tuple[grpc.StatusCode, str]) -> NoReturn:
+    """Outside any `except` block: the AbortError gRPC raises must not chain the failed call's
+    exception, whose traceback holds the request (maybe megabytes) for as long as gRPC keeps it."""
+    await context.abort(*status)
     raise AssertionError("unreachable: abort raises")
 
 
@@ -66,7 +72,9 @@ def rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
             _check(request)
             return await method(self, request, context)
         except Exception as err:
-            await _abort(context, method.__name__, err)
+            status = _status(method.__name__, err)
+        del request
+        await _abort(context, status)
 
     return wrapper
 
@@ -81,7 +89,10 @@ def stream_rpc(method: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIt
             _check(request)
             async for answer in method(self, request, context):
                 yield answer
+            return
         except Exception as err:
-            await _abort(context, method.__name__, err)
+            status = _status(method.__name__, err)
+        del request
+        await _abort(context, status)
 
     return wrapper
