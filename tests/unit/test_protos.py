@@ -504,11 +504,18 @@ def test_sample_config_pbtxt_parses():
     assert config.platform == "onnxruntime_onnx"
     assert config.max_batch_size == 64
     assert config.WhichOneof("scheduling_choice") == "dynamic_batching"
-    (image,) = config.input
-    assert (image.name, image.data_type, list(image.dims)) == (
+    image, encoded = config.input  # pixels, or encoded image files (both optional: one of them)
+    assert (image.name, image.data_type, list(image.dims), image.optional) == (
         "image",
         mc.TYPE_FP32,
         [1, 28, 28],
+        True,
+    )
+    assert (encoded.name, encoded.data_type, list(encoded.dims), encoded.optional) == (
+        "image_bytes",
+        mc.TYPE_STRING,
+        [1],
+        True,
     )
     (probs,) = config.output
     assert (probs.name, probs.data_type, list(probs.dims)) == (
