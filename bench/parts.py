@@ -13,7 +13,7 @@ from bench import perf, profile, raw_ort, translator
 from bench.machine import short_digest, version
 from bench.perf import PerfSettings, Target
 from bench.results import DIRECT, GATEWAY, PYTRITON, STREAMING, LevelFailure, LoadRow, Run
-from bench.stack import ROOT, log, running_stack
+from bench.stack import ROOT, log, perf_repository, running_stack
 from bench.triton import PYTRITON as PYTRITON_REQ
 from bench.triton import ensure_venv, model_entry, running_pytriton, venv_version
 
@@ -67,7 +67,12 @@ def model_meta(args: argparse.Namespace, run: Run) -> None:
 
 def stack_part(args: argparse.Namespace, run: Run, settings: PerfSettings) -> None:
     paths = [PATHS[p] for p in args.paths]
-    with running_stack(args.models, Path(args.model_repository), args.ready_timeout, stack_env(args)) as stack:
+    repo = perf_repository(Path(args.model_repository), settings.workdir / "models")
+    run.meta["Served repository"] = (
+        "a copy of the model repository whose configs keep only the inputs their ONNX graph takes: the classifiers' "
+        "optional `image_bytes` (encoded files) is left out, since perf_analyzer 2.41 fills every declared input; "
+        "runners and every other setting as shipped")
+    with running_stack(args.models, repo, args.ready_timeout, stack_env(args)) as stack:
         group = stack.processes()
         for model in args.models:
             targets = {
@@ -107,7 +112,10 @@ def profile_under_load(args: argparse.Namespace, settings: PerfSettings, url: st
 
 def triton_part(args: argparse.Namespace, run: Run, settings: PerfSettings, threads: tuple[int, int]) -> None:
     python = ensure_venv(Path(args.triton_venv), Path(args.triton_base_python), version("onnxruntime"))
-    models = [model_entry(Path(args.model_repository), m) for m in args.models]
+    repo = settings.workdir / "models"
+    if not repo.is_dir():
+        perf_repository(Path(args.model_repository), repo)
+    models = [model_entry(repo, m) for m in args.models]
     with running_pytriton(python, models, threads, args.ready_timeout) as peer:
         run.meta["PyTriton"] = (f"{PYTRITON_REQ.split('==')[0]} {venv_version(python, 'nvidia-pytriton')} "
                                 f"(tritonserver {peer.server_version()}, Python backend; onnxruntime "

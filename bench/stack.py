@@ -164,6 +164,37 @@ def interrupt(p: subprocess.Popen[Any] | None, timeout_s: float) -> int | None:
         return p.wait()
 
 
+def perf_repository(src: Path, dst: Path) -> Path:
+    """A copy of the model repository for perf_analyzer: configs keep only the inputs their ONNX
+    graph takes. perf_analyzer 2.41 fills every input a model declares and knows nothing of
+    optional ones, so the classifiers' optional `image_bytes` (encoded files, decoded by their
+    runner) would make it send both inputs, which the runner refuses. Version folders are linked,
+    not copied; the runner and every other setting stay the same."""
+    import onnx
+    from google.protobuf import text_format
+
+    from services.proto import model_config_pb2 as mc
+    from services.repository import CONFIG_FILE, load_spec
+
+    for model_dir in sorted(p for p in src.iterdir() if (p / CONFIG_FILE).is_file()):
+        out = dst / model_dir.name
+        out.mkdir(parents=True, exist_ok=True)
+        for item in model_dir.iterdir():
+            if item.name != CONFIG_FILE:
+                (out / item.name).symlink_to(item.resolve())
+        config = text_format.Parse((model_dir / CONFIG_FILE).read_text(), mc.ModelConfig())
+        graph = load_spec(model_dir).model_file
+        if graph.is_file():
+            names = {i.name for i in onnx.load(str(graph), load_external_data=False).graph.input}
+            kept = [t for t in config.input if t.name in names]
+            del config.input[:]
+            for t in kept:
+                t.optional = False
+                config.input.add().CopyFrom(t)
+        (out / CONFIG_FILE).write_text(text_format.MessageToString(config))
+    return dst
+
+
 @contextmanager
 def running_stack(models: Sequence[str], model_repository: Path, ready_timeout_s: float,
                   env: dict[str, str] | None = None) -> Iterator[Stack]:
