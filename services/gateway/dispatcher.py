@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 
 from redis.exceptions import RedisError
 
@@ -46,6 +47,7 @@ class QueueBackend:
         self._enqueues: Coalescer[Submission, bool] = Coalescer(self._enqueue_together)
         self._replies = streams.ReplyReader(self._reply_redis, settings.gateway_id)
         self._waiting: dict[str, asyncio.Future[ReplyEntry]] = {}
+        self._inflight: Counter[str] = Counter()  # per model: calls awaiting a reply (the batcher's hint)
         metrics.reply_waiters.set_function(lambda: len(self._waiting))
         self._ready: dict[str, tuple[float, bool]] = {}
         self._statistics = StatisticsBuffer(self._redis)
@@ -123,7 +125,9 @@ class QueueBackend:
         if not await self._has_replica(spec):
             raise Unavailable(f"model '{spec.name}' has no ready replica")
         request_id = uuid.uuid4().hex
-        entry = RequestEntry(request_id, self._replies.stream, deadline, time.time(), payload)
+        self._inflight[spec.name] += 1
+        entry = RequestEntry(request_id, self._replies.stream, deadline, time.time(), payload,
+                             inflight=self._inflight[spec.name])
         future: asyncio.Future[ReplyEntry] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
         try:
@@ -139,6 +143,7 @@ class QueueBackend:
                 raise DeadlineExceeded(f"model '{spec.name}' did not answer within the deadline") from err
         finally:
             self._waiting.pop(request_id, None)
+            self._inflight[spec.name] -= 1
 
     async def _enqueue_together(self, submissions: list[Submission]) -> list[bool]:
         """One script call per model for everything submitted together; results in order."""

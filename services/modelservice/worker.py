@@ -67,6 +67,16 @@ class Job:
     valid: ValidRequest
 
 
+def holds_all_inflight(jobs: Sequence[Job]) -> bool:
+    """Does the batch hold every request its gateways had waiting when they sent these? Then no
+    batch-mate can come (closed-loop clients wait for these answers): waiting would be in vain."""
+    seen: dict[str, tuple[int, int]] = {}  # gateway reply stream -> (requests here, most in flight)
+    for job in jobs:
+        count, most = seen.get(job.entry.reply_to, (0, 0))
+        seen[job.entry.reply_to] = (count + 1, max(most, job.entry.inflight))
+    return all(most > 0 and count >= most for count, most in seen.values())
+
+
 def _error_reply(entry: RequestEntry, err: TensorgateError) -> Reply:
     return entry.reply_to, ReplyEntry(entry.request_id, status_value(err), str(err))
 
@@ -252,7 +262,7 @@ class Worker:
                 return []
             # A request that did not fit ends this batch at once; so does the end of draining.
             now = time.monotonic()
-            if overflow or self._drained() or self.policy.ready(rows, now - started):
+            if overflow or self._drained() or self.policy.ready(rows, now - started) or holds_all_inflight(jobs):
                 return jobs
             wait = self.estimator.plan(rows, self.policy.target(rows),
                                        self.policy.remaining_delay_s(now - started), now)
@@ -262,6 +272,8 @@ class Worker:
             await asyncio.sleep(wait)
             deliveries = await self.consumer.read(self.policy.capacity - rows, None)
             self.estimator.observe(len(deliveries), time.monotonic() - now)
+            if not deliveries:  # nothing came while it waited: the batch has stopped growing
+                return jobs
             new_jobs = await self._accept(deliveries)
 
     async def _read_after_no_wait(self) -> list[Job]:

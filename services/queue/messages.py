@@ -20,6 +20,9 @@ class RequestEntry:
     deadline: float  # absolute unix time; past it the request is dropped
     enqueued: float  # unix time the gateway added it
     payload: bytes  # serialized ModelInferRequest
+    # The gateway's requests for this model awaiting their replies when it added this one, itself
+    # included (0: unknown). A batch holding that many of one gateway's requests holds all it had.
+    inflight: int = 0
 
     def to_fields(self) -> dict[str, str | bytes]:
         return {
@@ -28,6 +31,7 @@ class RequestEntry:
             "deadline": repr(self.deadline),
             "enqueued": repr(self.enqueued),
             "payload": self.payload,
+            "inflight": str(self.inflight),
         }
 
     @classmethod
@@ -39,6 +43,7 @@ class RequestEntry:
             deadline=float(fields[b"deadline"]),
             enqueued=float(fields[b"enqueued"]),
             payload=fields[b"payload"],
+            inflight=int(fields.get(b"inflight", b"0")),
         )
 
 

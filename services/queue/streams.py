@@ -25,24 +25,24 @@ from services.queue.messages import ReplyEntry, RequestEntry
 
 # Admission and append in one atomic step, for any number of entries of one model: each is
 # refused (0) when the stream already holds max_queue_size entries (queued + in a batch;
-# acknowledged entries are deleted), else appended (1). ARGV: limit, then 5 fields per entry.
+# acknowledged entries are deleted), else appended (1). ARGV: limit, then 6 fields per entry.
 _ENQUEUE = """
 local limit = tonumber(ARGV[1])
 local length = redis.call('XLEN', KEYS[1])
 local added = {}
-for i = 2, #ARGV, 5 do
+for i = 2, #ARGV, 6 do
   if limit > 0 and length >= limit then
     added[#added + 1] = 0
   else
     redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'reply_to', ARGV[i + 1], 'deadline', ARGV[i + 2],
-               'enqueued', ARGV[i + 3], 'payload', ARGV[i + 4])
+               'enqueued', ARGV[i + 3], 'payload', ARGV[i + 4], 'inflight', ARGV[i + 5])
     length = length + 1
     added[#added + 1] = 1
   end
 end
 return added
 """
-ENTRY_FIELDS = ("id", "reply_to", "deadline", "enqueued", "payload")
+ENTRY_FIELDS = ("id", "reply_to", "deadline", "enqueued", "payload", "inflight")
 
 REPLY_STREAM_MAXLEN = 100_000  # replies are read once by their gateway; the cap only bounds abandoned streams
 

@@ -71,3 +71,18 @@ def test_estimator_follows_the_load_down_and_up() -> None:
     for _ in range(3):
         est.observe(arrivals=8, waited_s=0.002)
     assert est.rate() * 0.002 > 1  # type: ignore[operator]
+
+
+def test_a_batch_holding_everything_its_gateways_had_in_flight_goes_at_once() -> None:
+    from services.modelservice.worker import Job, holds_all_inflight
+    from services.queue.messages import RequestEntry
+
+    def job(gateway: str, inflight: int) -> Job:
+        entry = RequestEntry("r", gateway, 0.0, 0.0, b"", inflight=inflight)
+        return Job(None, entry, None, None)  # type: ignore[arg-type]
+
+    assert holds_all_inflight([job("rep:a", 1)])  # a lone closed-loop client
+    assert holds_all_inflight([job("rep:a", 1), job("rep:a", 3), job("rep:a", 2)])  # all three of a
+    assert not holds_all_inflight([job("rep:a", 1), job("rep:a", 4)])  # a has two more out there
+    assert not holds_all_inflight([job("rep:a", 1), job("rep:b", 2)])  # b's other one may still come
+    assert not holds_all_inflight([job("rep:a", 0)])  # unknown (an older gateway): the usual policy
