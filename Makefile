@@ -88,7 +88,7 @@ test-integration: deps $(PROTO_STAMP)
 	$(PY) -m pytest -q tests/integration tests/e2e
 
 bench: deps $(PROTO_STAMP)  ## raw ORT, gateway, model service, PyTriton, translator side by side -> docs/benchmarks.md (~15 min; BENCH_ARGS=--quick)
-	$(PY) -m bench $(BENCH_ARGS)  # builds .bench/pytriton (Debian python3.11) and fetches the Ding test split on first use
+	$(PY) -m bench --profile --section docs/benchmarks-notes.md $(BENCH_ARGS)  # builds .bench/pytriton (Debian python3.11) and fetches the Ding test split on first use
 
 
 $(DEPLOY_STAMP): $(STAMP) Makefile

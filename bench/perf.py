@@ -158,14 +158,37 @@ class PerfSettings:
     level_timeout_s: float = 120.0
     stall_ms: float = 250.0
     verbose: bool = False
+    input_data: dict[str, Path] = field(default_factory=dict)  # model -> perf_analyzer --input-data file
+
+
+def input_data(model_dir: Path, out: Path, samples: int = 16, seed: int = 0) -> Path:
+    """perf_analyzer input data: `samples` requests of one row each, floats uniform in [0, 1) as
+    pixels are, integers 0. (perf_analyzer's own `random` fills FP32 tensors with random bits,
+    NaN and infinities among them, which the gateway refuses.)"""
+    from services.repository import load_spec
+    from services.tensors import DTYPES
+
+    spec = load_spec(model_dir)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(samples):
+        row = {}
+        for t in spec.inputs:
+            shape = [d if d > 0 else 1 for d in t.shape[1:]]  # without the batch dim
+            dtype = DTYPES[t.datatype]
+            values = rng.random(shape) if dtype.kind == "f" else np.zeros(shape)
+            row[t.name] = {"content": values.astype(dtype).reshape(-1).tolist(), "shape": shape}
+        rows.append(row)
+    out.write_text(json.dumps({"data": rows}))
+    return out
 
 
 def perf_analyzer_argv(binary: str, target: Target, model: str, concurrency: int, csv_path: Path,
-                       export_path: Path, stability: float, max_trials: int) -> list[str]:
+                       export_path: Path, stability: float, max_trials: int, data: Path | None = None) -> list[str]:
     argv = [binary, "-m", model, "-u", target.url, "-i", "grpc", "-b", "1", "--async",
             "--concurrency-range", str(concurrency), "-f", str(csv_path), "--profile-export-file", str(export_path),
             "--measurement-mode", "time_windows", "-p", str(target.window_ms),
-            "-s", f"{stability:g}", "-r", str(max_trials), "--input-data", "random"]
+            "-s", f"{stability:g}", "-r", str(max_trials), "--input-data", str(data) if data else "random"]
     if target.streaming:
         argv.append("--streaming")
     if target.version:
@@ -207,7 +230,7 @@ def measure_level(target: Target, model: str, concurrency: int, settings: PerfSe
         export_path.unlink(missing_ok=True)
         this_try = replace(target, window_ms=target.window_ms * (1 + attempt))
         argv = perf_analyzer_argv(settings.binary, this_try, model, concurrency, csv_path, export_path, stability,
-                                  settings.max_trials)
+                                  settings.max_trials, settings.input_data.get(model))
         counters_before = settled_counters(target.url, model, target.headers)
         cpu_before = target.processes.sample()
         started = time.monotonic()

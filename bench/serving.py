@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import parts
+from bench import parts, perf
 from bench.machine import machine_line, versions_line
 from bench.perf import PerfSettings, find_perf_analyzer
 from bench.plot import plot_latency
@@ -88,7 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def settings_meta(args: argparse.Namespace, threads: tuple[int, int]) -> dict[str, str]:
     return {
-        "perf_analyzer": f"gRPC, --async, batch size 1 per request, random input, concurrency "
+        "perf_analyzer": f"gRPC, --async, batch size 1 per request, input data of 16 requests of uniform [0, 1) pixels (bench.perf.input_data), concurrency "
                          f"{' '.join(map(str, args.concurrency))}; tensorgate: windows of {args.window_ms} ms, "
                          f"stability {args.stability:g}% (a level that does not settle: one retry with windows twice as long at "
                          f"{2 * args.stability:g}%), at most "
@@ -124,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tensorgate-perf-") as workdir:
             settings = PerfSettings(find_perf_analyzer(args.perf_analyzer), Path(workdir), args.max_trials,
                                     args.level_timeout, args.stall_ms, args.verbose)
+            settings.input_data = {m: perf.input_data(Path(args.model_repository) / m, Path(workdir) / f"{m}-input.json")
+                                   for m in args.models}
             for name, skip, step in steps:
                 if skip:
                     continue

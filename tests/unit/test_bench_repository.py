@@ -22,3 +22,17 @@ def test_optional_inputs_the_graph_lacks_are_left_out(tmp_path: Path) -> None:
     assert [(t.name, t.optional) for t in spec.inputs] == [("image", False)]
     assert spec.parameters["runner"] == "classifier" and spec.max_batch_size == 64
     assert (out / "m" / "1").is_symlink() and spec.model_file.is_file()
+
+
+def test_perf_input_data_is_finite_pixels(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from bench.perf import input_data
+
+    make_tiny_repository(tmp_path / "src", "m")
+    rows = json.loads(input_data(tmp_path / "src" / "m", tmp_path / "m.json", samples=3).read_text())["data"]
+    assert len(rows) == 3 and rows[0]["image"]["shape"] == [1, 28, 28]
+    values = np.array(rows[0]["image"]["content"])
+    assert values.size == 784 and np.isfinite(values).all() and 0 <= values.min() and values.max() < 1
