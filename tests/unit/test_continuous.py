@@ -425,3 +425,38 @@ def test_run_warmup_and_odd_inputs(model: TranslatorModel,
     assert empty["translation"].shape == (0,) and empty["score"].shape == (0,)
     with pytest.raises(ValueError, match="beam_size"):
         model.run(text("Ja."), ["translation"], {"beam_size": model.max_beam_size + 1})
+
+
+def test_a_sentence_over_the_token_limit_fails_only_its_request() -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from services.errors import InvalidArgument
+    from services.modelservice.runners.translator import TranslatorModel
+    from services.repository import load_spec
+    from services.settings import ModelServiceSettings
+
+    spec = load_spec(MODEL)
+    model = TranslatorModel(spec, ModelServiceSettings(device="cpu", intra_op_threads=1))
+    steps: list[int] = []
+    model.on_step = steps.append
+    try:
+        assert model.max_input_tokens == 159
+        long = " ".join(["Haus"] * 400)
+
+        async def main() -> tuple[object, object]:
+            with ThreadPoolExecutor(1) as pool:
+                text = np.array([b"Guten Morgen.", long.encode()], dtype=object)
+                good = np.array([b"Ich habe keine Zeit."], dtype=object)
+                return await asyncio.gather(model.infer({"text": text}, ["translation"], {}, pool),
+                                            model.infer({"text": good}, ["translation"], {}, pool),
+                                            return_exceptions=True)
+
+        refused, answered = asyncio.run(main())
+        assert isinstance(refused, InvalidArgument) and "element 1 has" in str(refused) and "max_input_tokens" in str(refused)
+        assert isinstance(answered, dict) and answered["translation"][0]
+        assert steps and max(steps) >= 1  # the batch-size hook saw the running batch
+    finally:
+        model.close()

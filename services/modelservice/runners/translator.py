@@ -34,6 +34,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
+from services.errors import InvalidArgument
 from services.modelservice.runners.base import CUDA, ContinuousModel, choose_providers, session_options
 from services.modelservice.runners.translator_admission import Admission, LengthRouter
 from services.repository import ModelSpec
@@ -72,8 +73,11 @@ class DecodeLoop:
     it was cancelled)."""
 
     def __init__(self, translator: Translator, scheduler: Scheduler, max_output_len: int | None,
-                 admission: Admission, name: str = "translator-decode", nice: int = 0) -> None:
-        """`nice`: this thread's niceness increment (Linux; lower CPU priority when > 0)."""
+                 admission: Admission, name: str = "translator-decode", nice: int = 0,
+                 on_step: Callable[[int], None] | None = None) -> None:
+        """`nice`: this thread's niceness increment (Linux; lower CPU priority when > 0).
+        `on_step(sentences)`: called after every decoder step with the running batch's size."""
+        self.on_step = on_step
         self.translator, self.scheduler = translator, scheduler
         self.max_output_len, self.admission, self.nice = max_output_len, admission, nice
         self.native_id: int | None = None  # the thread's, once it runs
@@ -136,7 +140,10 @@ class DecodeLoop:
                     if live.pop(id(request), None) is not None:
                         self.scheduler.cancel(request.keys)
                         self._release(request)
+                running = len(self.scheduler.running)
                 self._deliver(self.scheduler.step(), live)
+                if self.on_step is not None and running:
+                    self.on_step(running)
             except Exception as err:  # a bug, not a model error (those come in the Outcome)
                 log.exception("translator decode loop: failing %d requests", len(live))
                 self.scheduler = self.translator.scheduler(
@@ -239,6 +246,8 @@ class TranslatorModel(ContinuousModel):
         # Defaults from the config; a request may pick its own beam_size (validation.INT_OPTIONS).
         self.beam_size = int(params.get("beam_size", "5"))
         self.max_beam_size = int(params.get("max_beam_size", "16"))
+        # Source tokens a sentence may have (EOS not counted); the encoder takes max_source_len.
+        self.max_input_tokens = int(params.get("max_input_tokens", str(self.translators[0].max_source_len - 1)))
         self.alpha = float(params.get("alpha", "0.6"))
         self.max_output_len = int(params.get("max_output_len", "160"))
         self.max_sentences = spec.max_batch_size or 32
@@ -268,8 +277,16 @@ class TranslatorModel(ContinuousModel):
         beam = int((options or {}).get("beam_size", self.beam_size))
         if not 1 <= beam <= self.max_beam_size:
             raise ValueError(f"beam_size must be 1..{self.max_beam_size}, got {beam}")
-        # Tokenised here (~10 µs a sentence) because the route depends on the lengths.
-        return [self.translator.source_ids(s) for s in sentences], beam
+        # Tokenised here (~10 µs a sentence) because the route depends on the lengths. A sentence
+        # longer than the limit is the caller's INVALID_ARGUMENT, never silently cut.
+        sources = []
+        for i, sentence in enumerate(sentences):
+            tokens = len(self.translator.tokenizer.EncodeAsIds(sentence))
+            if tokens > self.max_input_tokens:
+                raise InvalidArgument(f"input 'text': element {i} has {tokens} tokens, more than "
+                                      f"{self.max_input_tokens} (max_input_tokens)")
+            sources.append(self.translator.source_ids(sentence))
+        return sources, beam
 
     def _route(self, sources: list[list[int]]) -> DecodeLoop:
         return self.decoders[self.router.choose([len(ids) for ids in sources],
@@ -320,8 +337,13 @@ class TranslatorModel(ContinuousModel):
 
     def _start_decoders(self) -> list[DecodeLoop]:
         return [DecodeLoop(t, t.scheduler(self.alpha, self.max_sentences, self.max_tokens), self.max_output_len,
-                           self.admission, name=f"translator-decode-{i}", nice=self.nice if i else 0)
+                           self.admission, name=f"translator-decode-{i}", nice=self.nice if i else 0,
+                           on_step=self._observe_step)
                 for i, t in enumerate(self.translators)]
+
+    def _observe_step(self, sentences: int) -> None:
+        if self.on_step is not None:  # set by the worker after start-up
+            self.on_step(sentences)
 
     def warmup(self) -> None:
         """Translate two sentences on every loop. With io_binding auto, the device path must
