@@ -96,7 +96,7 @@ def profile_under_load(args: argparse.Namespace, settings: PerfSettings, url: st
     window = max(1000, int(args.profile_seconds * 1000))
     target = Target(GATEWAY, url, group, window, 100.0)
     argv = perf.perf_analyzer_argv(settings.binary, target, model, 16, settings.workdir / "profile.csv",
-                                   settings.workdir / "profile.json", 100.0, 4)
+                                   settings.workdir / "profile.json", 100.0, 4, settings.input_data.get(model))
     log(f"profiling {', '.join(pids)} for {args.profile_seconds:g} s under c=16 unary {model}")
     load = subprocess.Popen(argv, env=perf.perf_analyzer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
