@@ -139,8 +139,7 @@ def _decode(data: bytes, limits: Limits) -> np.ndarray:
             img.draft("L", (WORK_SIDE, WORK_SIDE))
         try:
             img.load()
-            img = ImageOps.exif_transpose(img)
-            gray = _flatten_alpha(img)
+            gray = _flatten_alpha(ImageOps.exif_transpose(img))
         except MemoryError:
             raise
         except Exception as err:  # OSError "image file is truncated", SyntaxError, struct.error, ...
@@ -163,21 +162,15 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def _otsu(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
-    """Otsu's threshold of values in 0..1 and its separation (between-class / total variance)."""
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in 0..1: the cut that maximises the between-class variance."""
     hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
     p = hist.astype(np.float64) / max(1, hist.sum())
-    centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(p)  # weight of the class below each cut
-    m0 = np.cumsum(p * centres)
-    total_mean = m0[-1]
-    w1 = 1.0 - w0
+    m0 = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mean * w0 - m0) ** 2 / (w0 * w1)
-    between = np.nan_to_num(between, nan=0.0, posinf=0.0)
-    cut = int(np.argmax(between))
-    variance = float(((centres - total_mean) ** 2 * p).sum())
-    return float(edges[cut + 1]), float(between[cut] / variance) if variance > 0 else 0.0
+        between = (m0[-1] * w0 - m0) ** 2 / (w0 * (1.0 - w0))
+    return float(edges[int(np.argmax(np.nan_to_num(between, nan=0.0, posinf=0.0))) + 1])
 
 
 def _ink_map(gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -205,35 +198,32 @@ def _smooth3(x: np.ndarray) -> np.ndarray:
     """3x3 mean of (H, W), edges repeated."""
     p = np.pad(x, 1, mode="edge")
     h, w = x.shape
-    return sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    total = np.zeros_like(x)
+    for dy in range(3):
+        for dx in range(3):
+            total += p[dy:dy + h, dx:dx + w]
+    return total / 9.0
 
 
-def _ink_is_dark(gray: np.ndarray, side: int = 128) -> bool:
+def _ink_is_dark(gray: np.ndarray) -> bool:
     """Whether the ink is darker than the paper. A median filter wider than a pen stroke gives
     the paper under every pixel whatever the polarity (ink is the minority of any window);
     against it, ink stands out far on one side, pixel noise a little on both, and lighting
     and shadows, being wide, hardly at all. The longer tail is the ink's."""
-    h, w = gray.shape
-    small = Image.fromarray(gray.astype(np.float32))
-    if max(h, w) > side:
-        small = small.resize(_fitted((w, h), side), Image.Resampling.BOX)
-    k = max(3, round(max(small.size) / 5)) | 1  # odd
-    pixels = np.asarray(small, dtype=np.float32)
+    pixels, k = _coarse(gray)
     residual = pixels - _rank_filter(pixels, k, np.median)  # separable: close to a k x k median
     low, high = np.percentile(residual, [0.5, 99.5])
     return bool(-low > high)
 
 
-def _opened(signal: np.ndarray, side: int = 128) -> tuple[Image.Image, Image.Image]:
-    """signal at most `side` px across, and its grey-level opening over a fifth of the picture."""
-    h, w = signal.shape
-    small = Image.fromarray(signal.astype(np.float32))
+def _coarse(x: np.ndarray, side: int = 128) -> tuple[np.ndarray, int]:
+    """x (H, W) shrunk to at most `side` px across (box filter), and the odd window, a fifth of
+    the picture, that the paper estimates use: wider than any pen stroke, narrower than shadows."""
+    h, w = x.shape
+    small = Image.fromarray(x.astype(np.float32))
     if max(h, w) > side:
         small = small.resize(_fitted((w, h), side), Image.Resampling.BOX)
-    k = max(3, round(max(small.size) / 5)) | 1  # odd
-    pixels = np.asarray(small, dtype=np.float32)
-    opened = _rank_filter(_rank_filter(pixels, k, np.min), k, np.max)
-    return small, Image.fromarray(opened)
+    return np.asarray(small, dtype=np.float32), max(3, round(max(small.size) / 5)) | 1
 
 
 def _rank_filter(x: np.ndarray, k: int, rank: Callable[..., np.ndarray]) -> np.ndarray:
@@ -249,11 +239,11 @@ def _rank_filter(x: np.ndarray, k: int, rank: Callable[..., np.ndarray]) -> np.n
 def _background(signal: np.ndarray) -> np.ndarray:
     """The paper under the ink of signal (H, W), ink bright: a grey-level opening (min then max
     filter) wider than any pen stroke removes the strokes and keeps what is wide, the lighting
-    gradient, vignetting and shadows; computed at most `side` px across, then smoothed."""
+    gradient, vignetting and shadows; computed on the coarse picture, smoothed, scaled back."""
     h, w = signal.shape
-    small, opened = _opened(signal)
-    k = max(3, round(max(small.size) / 5)) | 1
-    smooth = Image.fromarray(_box_blur(np.asarray(opened, dtype=np.float32), k // 2))
+    pixels, k = _coarse(signal)
+    opened = _rank_filter(_rank_filter(pixels, k, np.min), k, np.max)
+    smooth = Image.fromarray(_box_blur(opened, k // 2))
     return np.asarray(smooth.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
@@ -275,7 +265,7 @@ def _ink_mask(ink: np.ndarray, noise: float) -> np.ndarray:
     if peak < floor:
         raise NoInk(f"no ink: nothing stands out from the background (contrast {peak:.3f}, "
                     f"at least {floor:.3f} needed)")
-    threshold, _ = _otsu(ink / peak)
+    threshold = _otsu(ink / peak)
     mask = ink > max(threshold * peak, 4.0 * noise)
     # Ruled or squared paper: a line across (nearly) the whole picture is not ink.
     h, w = mask.shape
@@ -313,7 +303,8 @@ def _components(mask: np.ndarray, side: int = 160) -> tuple[np.ndarray, np.ndarr
         return _label(mask)
     grid = np.zeros((-(-h // f) * f, -(-w // f) * f), dtype=bool)
     grid[:h, :w] = mask
-    cells, _ = _label(grid.reshape(grid.shape[0] // f, f, grid.shape[1] // f, f).any(axis=(1, 3)))
+    coarse = np.any(grid.reshape(grid.shape[0] // f, f, grid.shape[1] // f, f), axis=(1, 3))
+    cells, _ = _label(coarse)
     labels = np.repeat(np.repeat(cells, f, axis=0), f, axis=1)[:h, :w] * mask
     return labels, np.bincount(labels.reshape(-1), minlength=int(cells.max()) + 1)[1:]
 

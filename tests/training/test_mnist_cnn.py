@@ -66,6 +66,7 @@ def test_repository_entry_and_card(dry_run: tuple[Path, Path, dict[str, Any]]) -
     assert written["architecture"]["parameters"] == sum(p.numel() for p in mnist_cnn.Net().parameters())
     assert written["command"].startswith("python -m training.mnist_cnn --dry-run --synthetic")
     assert written["training"]["processes"] == 1
+    assert written["regularisation"]["real_life_augmentation"]["prob"] == 0.5
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="models/mnist_cnn not trained yet (make train-cnn)")

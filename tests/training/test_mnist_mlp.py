@@ -14,7 +14,9 @@ import torch
 from training import mnist_mlp
 from training.common.card import REQUIRED_FIELDS
 from training.common.checkpoint import build_model, load_checkpoint
+from training.common.augment import Augmentation
 from training.common.export import WithSoftmax, check_onnx
+from training.mnist_classifier import augmentation_from
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,8 @@ def test_repository_entry_and_card(dry_run: tuple[Path, Path, dict[str, Any]]) -
     assert written["data"]["splits"] == {"train": 512, "val": 256, "test": 1000}
     assert written["architecture"]["parameters"] == 784 * 1024 + 1024 + 1024 * 512 + 512 + 512 * 10 + 10
     assert written["regularisation"]["dropout"] == 0.2
+    augmentation = written["regularisation"]["real_life_augmentation"]
+    assert augmentation["prob"] == 0.5 and augmentation["rotate"] > 0 and "elastic" in augmentation["summary"]
     assert written["command"].startswith("python -m training.mnist_mlp --dry-run --synthetic")
     for package in ("torch", "onnx", "onnxruntime"):
         assert written["environment"][package] != "absent"
@@ -110,10 +114,41 @@ def test_random_shift_moves_content_within_bounds() -> None:
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # offsets differ per image
 
 
+def test_real_life_augmentation_transforms_each_image_its_own_way() -> None:
+    x = torch.zeros(32, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # a bar, like a 1
+    augment = Augmentation(prob=1.0)
+    y = augment(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+    assert torch.allclose(y.amax(dim=(1, 2, 3)), torch.ones(32), atol=1e-5)  # ink as bright as before
+    changed = (y - x).abs().sum(dim=(1, 2, 3))
+    assert bool((changed > 1.0).all())  # every image transformed
+    assert len({round(float(c), 3) for c in changed}) == 32  # each its own way
+    # Mass stays near the centre (small translation), the bar is still there.
+    ys = torch.arange(28.0).view(1, 1, 28, 1)
+    centre = (y * ys).sum(dim=(1, 2, 3)) / y.sum(dim=(1, 2, 3))
+    assert bool(((centre - 13.5).abs() < 3).all())
+    again = augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(y, again)  # the seed decides
+    assert torch.equal(Augmentation(prob=0.0)(x, torch.Generator()), x)
+    half = Augmentation(prob=0.5)(x, torch.Generator().manual_seed(1))
+    untouched = int(((half - x).abs().sum(dim=(1, 2, 3)) == 0).sum())
+    assert 4 <= untouched <= 28  # about half left as they are
+
+
+def test_augmentation_flags_reach_the_job() -> None:
+    args = mnist_mlp.parse_args(["--augment", "0.25", "--rotate", "5", "--elastic", "0", "--blur", "0.5"])
+    augmentation = augmentation_from(args)
+    assert (augmentation.prob, augmentation.rotate, augmentation.elastic, augmentation.blur) == (0.25, 5.0, 0.0, 0.5)
+    assert augmentation_from(mnist_mlp.parse_args(["--augment", "0"])).describe() == "none"
+
+
 def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         mnist_mlp.parse_args(["--help"])
     out = capsys.readouterr().out
     for flag in ("--seed", "--epochs", "--batch-size", "--lr", "--device", "--dry-run",
-                 "--out-dir", "--run-dir", "--synthetic"):
+                 "--out-dir", "--run-dir", "--synthetic", "--augment", "--rotate", "--scale", "--shear",
+                 "--translate", "--elastic", "--thickness", "--blur"):
         assert flag in out

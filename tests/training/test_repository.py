@@ -13,7 +13,8 @@ name: "mnist_mlp"
 platform: "onnxruntime_onnx"
 max_batch_size: 64
 input [
-  { name: "image" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] }
+  { name: "image" data_type: TYPE_FP32 dims: [ 1, 28, 28 ] optional: true },
+  { name: "image_bytes" data_type: TYPE_STRING dims: [ 1 ] reshape: { shape: [ ] } optional: true }
 ]
 output [
   { name: "probabilities" data_type: TYPE_FP32 dims: [ 10 ] }
@@ -28,6 +29,7 @@ dynamic_batching {
     max_queue_size: 1024
   }
 }
+parameters { key: "runner" value: { string_value: "classifier" } }
 """
 
 

@@ -1,7 +1,7 @@
 """The real-life digit set: digits written or printed on paper and photographed, not MNIST.
 
     python -m training.data.digit_photos                    # data/real_digits, 1000 images, seed 2026
-    python -m training.data.digit_photos --examples         # the handful in examples/digits
+    python -m training.data.digit_photos --examples         # the ten photos in examples/
 
 Each image is one digit: half drawn as pen strokes from templates of how people write digits,
 half set in one of 22 handwriting fonts from Debian packages (training.data.digit_strokes). It is
@@ -36,8 +36,10 @@ from training.data.digit_strokes import FONT_PACKAGES, fetch_fonts, font_glyph, 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif"}
 
 
-def render(digit: int, fonts: Sequence[Path], rng: np.random.Generator) -> tuple[bytes, str, dict[str, Any]]:
-    """One photographed digit: (encoded file, format, how it was made)."""
+def render(digit: int, fonts: Sequence[Path], rng: np.random.Generator,
+           formats: Sequence[str] = tuple(EXTENSIONS)) -> tuple[bytes, str, dict[str, Any]]:
+    """One photographed digit: (encoded file, format, how it was made); photos are saved in one
+    of `formats` (JPEG, PNG, WEBP, BMP, GIF), as often as real uploads have them."""
     width = int(rng.integers(160, 640))
     height = int(width * rng.uniform(0.75, 1.35))
     glyph_height = int(min(width, height) * rng.uniform(0.3, 0.8))
@@ -82,7 +84,9 @@ def render(digit: int, fonts: Sequence[Path], rng: np.random.Generator) -> tuple
     photo = photo * _lighting(rng, width, height)[..., None]
     image = Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8))
     image, info["camera"] = _camera(image, rng)
-    fmt = str(rng.choice(["JPEG", "PNG", "WEBP", "BMP", "GIF"], p=[0.7, 0.12, 0.1, 0.04, 0.04]))
+    share = {"JPEG": 0.7, "PNG": 0.12, "WEBP": 0.1, "BMP": 0.04, "GIF": 0.04}
+    weights = np.array([share[f] for f in formats])
+    fmt = str(rng.choice(list(formats), p=weights / weights.sum()))
     return _encode(image, fmt, rng), fmt, info
 
 
@@ -174,15 +178,18 @@ def _encode(image: Image.Image, fmt: str, rng: np.random.Generator) -> bytes:
 
 
 def generate(out: Path, count: int, seed: int, fonts: Sequence[Path], debs: Sequence[str] = (),
-             prefix: str = "") -> dict[str, Any]:
-    """Write `count` images (digits in turn, 0-9) and card.json to `out`; returns the card."""
+             formats: Sequence[str] = tuple(EXTENSIONS), examples: bool = False) -> dict[str, Any]:
+    """Write `count` images (digits in turn, 0-9) and card.json to `out`; returns the card.
+    Files are NNNN_labelD.ext, or digitD_STYLE.ext (and no card) for the examples."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for index in range(count):
         digit = index % 10
         rng = np.random.default_rng([seed, index])  # each image on its own: reproducible one by one
-        data, fmt, info = render(digit, fonts, rng)
-        name = f"{prefix}{index:04d}_label{digit}.{EXTENSIONS[fmt]}"
+        data, fmt, info = render(digit, fonts, rng, formats)
+        kind = info.get("pen", info["style"])
+        name = (f"digit{digit}_{kind}{'' if index < 10 else f'_{index}'}.{EXTENSIONS[fmt]}" if examples
+                else f"{index:04d}_label{digit}.{EXTENSIONS[fmt]}")
         (out / name).write_bytes(data)
         files.append({"file": name, "label": digit, "format": fmt, "bytes": len(data),
                       "sha256": hashlib.sha256(data).hexdigest(), **info})
@@ -193,7 +200,8 @@ def generate(out: Path, count: int, seed: int, fonts: Sequence[Path], debs: Sequ
             "sha256": digest, "sha256_of": "the files' SHA-256 in order, concatenated",
             "fonts": {"debs": sorted(debs), "files": sorted(f.name for f in fonts)},
             "files": files}
-    (out / "card.json").write_text(json.dumps(card, indent=1))
+    if not examples:  # examples/ holds only images, so `tensorgate classify examples/*` reads them all
+        (out / "card.json").write_text(json.dumps(card, indent=1))
     return card
 
 
@@ -201,21 +209,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m training.data.digit_photos", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: data/real_digits, "
-                                                         "or examples/digits with --examples)")
-    p.add_argument("--count", type=int, default=None, help="number of images (default: 1000, 12 with --examples)")
+                                                         "or examples with --examples)")
+    p.add_argument("--count", type=int, default=None, help="number of images (default: 1000, 10 with --examples)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: 2026, 7 with --examples)")
     p.add_argument("--fonts-dir", type=Path, default=Path("data/fonts"),
                    help="where the Debian font packages are unpacked (default: data/fonts)")
     p.add_argument("--no-fonts", action="store_true", help="pen strokes only (no Debian packages needed)")
-    p.add_argument("--examples", action="store_true", help="the example photos shipped in examples/digits")
+    p.add_argument("--examples", action="store_true",
+                   help="the example photos shipped in examples/: pen strokes only, JPEG and PNG, "
+                        "named digitD_PEN.ext")
     args = p.parse_args(argv)
-    out = args.out or Path("examples/digits" if args.examples else "data/real_digits")
-    count = args.count or (12 if args.examples else 1000)
+    out = args.out or Path("examples" if args.examples else "data/real_digits")
+    count = args.count or (10 if args.examples else 1000)
     seed = args.seed if args.seed is not None else (7 if args.examples else 2026)
-    fonts = [] if args.no_fonts else fetch_fonts(args.fonts_dir)
-    debs = [] if args.no_fonts else [d.name for d in (args.fonts_dir / "debs").glob("*.deb")]
-    card = generate(out, count, seed, fonts, debs)
-    print(f"wrote {count} images and card.json to {out} (sha256 {card['sha256'][:16]}...)")
+    fonts = [] if args.no_fonts or args.examples else fetch_fonts(args.fonts_dir)
+    debs = [d.name for d in (args.fonts_dir / "debs").glob("*.deb")] if fonts else []
+    card = generate(out, count, seed, fonts, debs, ("JPEG", "PNG") if args.examples else tuple(EXTENSIONS),
+                    examples=args.examples)
+    print(f"wrote {count} images{'' if args.examples else ' and card.json'} to {out} "
+          f"(sha256 {card['sha256'][:16]}...)")
     return card
 
 
