@@ -225,11 +225,13 @@ class SmallStack:
 
 
 @contextmanager
-def small_stack(tmp_path: Path) -> Iterator[SmallStack]:
-    repo = make_tiny_repository(tmp_path / "models", "mnist_mlp")
-    redis = RedisServer(tmp_path / "redis")
+def small_stack(tmp_path: Path, repo: Path | None = None, appendonly: bool = False,
+                gateway_env: dict[str, str] | None = None) -> Iterator[SmallStack]:
+    """`repo`: a repository with a `mnist_mlp` made by the test (default: the tiny one as it is)."""
+    repo = repo or make_tiny_repository(tmp_path / "models", "mnist_mlp")
+    redis = RedisServer(tmp_path / "redis", appendonly=appendonly)
     stack = SmallStack(repo, redis, start_model_service(repo, "mnist_mlp", redis.url, tmp_path),
-                       start_gateway(repo, redis.url, tmp_path))
+                       start_gateway(repo, redis.url, tmp_path, **(gateway_env or {})))
     try:
         stack.service.wait_serving()
         stack.gateway.wait_serving()

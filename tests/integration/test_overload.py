@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -21,7 +23,7 @@ from services.proto import grpc_service_pb2_grpc
 from services.queue import keys
 from services.tensors import response_outputs
 from tests.integration.test_gateway import infer_request
-from tests.support import RedisServer, make_tiny_repository, scrape, start_gateway, start_model_service
+from tests.support import make_tiny_repository, scrape, small_stack
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +32,23 @@ def stub_for(port: int) -> grpc_service_pb2_grpc.GRPCInferenceServiceStub:
     return grpc_service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 
 
+@contextmanager
+def frozen_later(pid: int) -> Iterator[None]:
+    """Whatever the test does with SIGSTOP, the process runs again (SIGCONT) on the way out."""
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def p99(values: list[float]) -> float:
     return float(np.percentile(values, 99))
 
 
 def test_thousand_valid_requests_all_correct_nothing_pending(tmp_path: Path) -> None:
     repo = make_tiny_repository(tmp_path / "models", "mnist_mlp", delay_us=2000)
-    server = RedisServer(tmp_path / "redis")
-    model = start_model_service(repo, "mnist_mlp", server.url, tmp_path)
-    gateway = start_gateway(repo, server.url, tmp_path)
-    try:
-        model.wait_serving()
-        gateway.wait_serving()
-        stub = stub_for(gateway.grpc_port)
+    with small_stack(tmp_path, repo) as stack:
+        stub = stub_for(stack.gateway.grpc_port)
         rng = np.random.default_rng(1)
         images = rng.random((1000, 1, 1, 28, 28), dtype=np.float32)
         session = ort.InferenceSession(str(repo / "mnist_mlp" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -57,23 +63,15 @@ def test_thousand_valid_requests_all_correct_nothing_pending(tmp_path: Path) -> 
               f"{np.abs(got - expected).max():.2e}")
         assert [r.id for r in responses] == [f"v{i}" for i in range(1000)]
         np.testing.assert_allclose(got, expected, atol=1e-5)
-        assert redis.Redis.from_url(server.url).xpending(keys.request_stream("mnist_mlp"), keys.GROUP)["pending"] == 0
-    finally:
-        gateway.stop()
-        model.stop()
-        server.stop()
+        assert redis.Redis.from_url(stack.redis.url).xpending(keys.request_stream("mnist_mlp"), keys.GROUP)["pending"] == 0
 
 
 def test_overload_with_the_replica_frozen_is_refused_fast_and_recovers(tmp_path: Path) -> None:
     repo = make_tiny_repository(tmp_path / "models", "mnist_mlp", delay_us=2000, max_queue_size=64)
-    server = RedisServer(tmp_path / "redis")
-    model = start_model_service(repo, "mnist_mlp", server.url, tmp_path)
-    gateway = start_gateway(repo, server.url, tmp_path, replica_ttl_s="60")  # a frozen replica still counts
-    r = redis.Redis.from_url(server.url)
-    try:
-        model.wait_serving()
-        gateway.wait_serving()
-        stub = stub_for(gateway.grpc_port)
+    # replica_ttl_s: a frozen replica still counts as ready, so requests queue up for it.
+    with small_stack(tmp_path, repo, gateway_env={"replica_ttl_s": "60"}) as stack, frozen_later(stack.service.process.pid):
+        model, r = stack.service, redis.Redis.from_url(stack.redis.url)
+        stub = stub_for(stack.gateway.grpc_port)
         image = np.full((1, 1, 28, 28), 0.5, np.float32)
         stub.ModelInfer(infer_request(image), timeout=10)
         memory_before = int(r.info("memory")["used_memory"])
@@ -115,11 +113,6 @@ def test_overload_with_the_replica_frozen_is_refused_fast_and_recovers(tmp_path:
         assert queued <= 64 and memory_during - memory_before < 5e6
         assert codes.count(grpc.StatusCode.OK) >= 64 - 1  # what was accepted is answered
         assert stub.ModelInfer(infer_request(image), timeout=10).outputs  # full service again
-    finally:
-        os.kill(model.process.pid, signal.SIGCONT)
-        gateway.stop()
-        model.stop()
-        server.stop()
 
 
 def test_short_deadlines_against_a_slow_model_and_cancelled_calls(tmp_path: Path) -> None:
@@ -127,12 +120,8 @@ def test_short_deadlines_against_a_slow_model_and_cancelled_calls(tmp_path: Path
     with (repo / "mnist_mlp" / "config.pbtxt").open("a") as config:
         config.write('parameters { key: "runner" value: { string_value: "tests.faults:SlowModel" } }\n'
                      'parameters { key: "slow_ms" value: { string_value: "300" } }\n')
-    server = RedisServer(tmp_path / "redis")
-    model = start_model_service(repo, "mnist_mlp", server.url, tmp_path)
-    gateway = start_gateway(repo, server.url, tmp_path)
-    try:
-        model.wait_serving()
-        gateway.wait_serving()
+    with small_stack(tmp_path, repo) as stack:
+        gateway = stack.gateway
         stub = stub_for(gateway.grpc_port)
         image = np.full((1, 1, 28, 28), 0.5, np.float32)
 
@@ -164,7 +153,3 @@ def test_short_deadlines_against_a_slow_model_and_cancelled_calls(tmp_path: Path
         print(f"500 calls cancelled: waiters {waiting:.0f} -> {left:.0f}")
         assert waiting > 0 and left == 0
         assert stub.ModelInfer(infer_request(image), timeout=10).outputs  # still serving
-    finally:
-        gateway.stop()
-        model.stop()
-        server.stop()

@@ -16,7 +16,8 @@ import pytest
 
 from services.proto import grpc_service_pb2_grpc
 from tests.integration.test_gateway import infer_request
-from tests.support import RedisServer, make_tiny_repository, start_gateway, start_model_service
+from tests.integration.test_overload import frozen_later
+from tests.support import make_tiny_repository, small_stack
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +28,9 @@ ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEAD
 @pytest.mark.parametrize("appendonly", [True, False], ids=["aof", "no-aof"])
 def test_redis_restart_with_requests_queued(tmp_path: Path, appendonly: bool) -> None:
     repo = make_tiny_repository(tmp_path / "models", "mnist_mlp", delay_us=2000)
-    server = RedisServer(tmp_path / "redis", appendonly=appendonly)
-    model = start_model_service(repo, "mnist_mlp", server.url, tmp_path)
-    gateway = start_gateway(repo, server.url, tmp_path, replica_ttl_s="60")
-    try:
-        model.wait_serving()
-        gateway.wait_serving()
+    with small_stack(tmp_path, repo, appendonly=appendonly, gateway_env={"replica_ttl_s": "60"}) as stack, \
+            frozen_later(stack.service.process.pid):
+        model, server, gateway = stack.service, stack.redis, stack.gateway
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}"))
         image = np.full((1, 1, 28, 28), 0.5, np.float32)
         stub.ModelInfer(infer_request(image), timeout=10)
@@ -72,8 +70,3 @@ def test_redis_restart_with_requests_queued(tmp_path: Path, appendonly: bool) ->
             assert codes == [grpc.StatusCode.OK] * 16  # the append-only file kept every queued request
         print(f"full service {recovery_s:.2f}s after Redis answered again")
         assert recovery_s < 5.0
-    finally:
-        os.kill(model.process.pid, signal.SIGCONT)
-        gateway.stop()
-        model.stop()
-        server.stop()
