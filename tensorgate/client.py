@@ -10,9 +10,8 @@ model over KServe's ModelInfer, on one channel.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
-
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -39,10 +38,8 @@ class Client:
                  retries: int = 3, credentials: grpc.ChannelCredentials | None = None, tls: bool = False,
                  root_certificates: str | Path | None = None, certificate_chain: str | Path | None = None,
                  private_key: str | Path | None = None) -> None:
-        options = wire.channel_options(retries)
-        credentials = credentials or wire.tls_credentials(tls, root_certificates, certificate_chain, private_key)
-        self._channel = (grpc.secure_channel(url, credentials, options) if credentials is not None
-                         else grpc.insecure_channel(url, options))
+        self._channel = wire.open_channel(grpc, url, retries, credentials or
+                                          wire.tls_credentials(tls, root_certificates, certificate_chain, private_key))
         self._api = tensorgate_pb2_grpc.TensorgateStub(self._channel)
         self._kserve = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = wire.metadata(api_key)

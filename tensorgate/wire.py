@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import grpc
 import numpy as np
@@ -140,6 +140,15 @@ def inferred(response: kserve.ModelInferResponse) -> dict[str, np.ndarray]:
 
 def model_states(index: kserve.RepositoryIndexResponse) -> list[ModelState]:
     return [ModelState(m.name, m.version, m.state) for m in index.models]
+
+
+def open_channel(module: Any, url: str, retries: int, credentials: grpc.ChannelCredentials | None) -> Any:
+    """A channel of `module` (grpc, or grpc.aio for AsyncClient) with the retry policy: TLS when
+    `credentials` are given, plain text otherwise."""
+    options = channel_options(retries)
+    if credentials is not None:
+        return module.secure_channel(url, credentials, options)
+    return module.insecure_channel(url, options)
 
 
 def tls_credentials(tls: bool = False, root_certificates: str | Path | None = None,
