@@ -421,10 +421,13 @@ class Worker:
             except TensorgateError as err:  # e.g. an undecodable image: this request alone fails
                 results[i] = err
         spans[0] += time.perf_counter_ns() - t0
-        # Requests with different options (e.g. beam sizes) or inputs cannot share one model call.
+        # Requests with different options (e.g. beam sizes), inputs, or shapes past the batch dim
+        # (an image model with dynamic height and width) cannot share one model call: they run
+        # in separate groups of the batch, as Triton does without ragged batching.
         groups: dict[tuple[object, ...], list[int]] = {}
         for i, inputs in prepared.items():
-            groups.setdefault((jobs[i].valid.options, tuple(sorted(inputs))), []).append(i)
+            shapes = tuple((name, inputs[name].shape[1:]) for name in sorted(inputs))
+            groups.setdefault((jobs[i].valid.options, shapes), []).append(i)
         for members in groups.values():
             self._run_group(jobs, prepared, members, outputs, results, spans)
         m = self.metrics
