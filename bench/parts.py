@@ -153,6 +153,7 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
     run.translator = translator.summarise(pairs, lengths, single, batch, served, args.translator_clients,
                                           args.beam_size, batch_size)
     run.meta["Translator"] = (f"`{shown(model_dir)}` "
-                              f"(services.translation.Translator in-process, the model service's ORT threads "
+                              f"(services.modelservice.runners.translator.translator.Translator in-process, "
+                              f"the model service's ORT threads "
                               f"{threads[0]} / {threads[1]}); {len(pairs)} test sentences of {shown(args.data_dir)}")
 

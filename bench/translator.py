@@ -1,14 +1,14 @@
 """The translator served through the gateway against the same search in-process.
 
-Sentences: the held-out Ding test split the training job scores on (training.data.ding: fetched
-with `apt-get download` when missing). Served: N client threads, each sending one sentence per
-ModelInfer (beam 5) and the next as soon as the answer is in. In-process: services.translation's
-Translator over the same model folder with the model service's session options, once one sentence
-per call and once all sentences in one call (sorted batches of 32), with the model config's alpha and
-output limit, as the service uses. "Today's search" is the same all-at-once call on
-services/translation.py as it was at TODAYS_COMMIT (before the continuous scheduler: padded batches
-decoded to their longest sentence's end), taken from git into a temporary module; the throughput
-target compares the served translator with it.
+Sentences: the held-out Ding test split the training job scores on (training.data.ding: fetched with
+`apt-get download` when missing). Served: N client threads, each sending one sentence per ModelInfer
+(beam 5) and the next as soon as the answer is in. In-process: the runner's Translator
+(services/modelservice/runners/translator/translator.py) over the same model folder with the model
+service's session options, once one sentence per call and once all sentences in one call (sorted
+batches of 32), with the model config's alpha and output limit, as the service uses. "Today's
+search" is the same all-at-once call on TODAYS_PATH as it was at TODAYS_COMMIT (before the
+continuous scheduler: padded batches decoded to their longest sentence's end), taken from git into a
+temporary module; the throughput target compares the served translator with it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from bench.raw_ort import session_options
 from bench.results import TranslatorResult
 from bench.stack import log
 
-TODAYS_COMMIT = "61381cc"  # services/translation.py before the continuous scheduler
+TODAYS_COMMIT = "61381cc"  # the search before the continuous scheduler
+TODAYS_PATH = "services/translation.py"  # where it lived then (a path at TODAYS_COMMIT, not today)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -126,24 +127,24 @@ class Todays:
 
 
 class InProcess:
-    """services.translation.Translator (or `module`'s, an older version of it) with the model
+    """The runner's Translator (or `module`'s, an older version of it) with the model
     config's search settings."""
 
     def __init__(self, model_dir: Path, threads: tuple[int, int],
                  providers: Sequence[str] = ("CPUExecutionProvider",), module: ModuleType | None = None,
                  todays: bool = True) -> None:
         """`todays`: all_at_once also times today's search (TODAYS_COMMIT) in the same run."""
-        import services.translation
+        from services.modelservice.runners.translator import translator as current
         from services.repository import load_spec
 
-        module = module or services.translation
+        module = module or current
         Translator = module.Translator
         spec = load_spec(model_dir)
         self.model_dir, self.threads, self.providers = model_dir, threads, tuple(providers)
         self.todays = todays
         if "session_options" in inspect.signature(Translator).parameters:  # the service's own options
             self.translator = Translator(spec.path, list(providers), session_options=session_options(*threads))
-        elif module.__name__ != "services.translation":  # an old version, loaded for comparison
+        elif module.__name__ != current.__name__:  # an old version, loaded for comparison
             self.translator = Translator(spec.path, list(providers), threads[0])
             with_session_options(self.translator, session_options(*threads), providers)
         else:  # a Translator that takes a thread count only (ORT's spinning stays on, as in that service)
@@ -180,9 +181,9 @@ class InProcess:
         return Timed(outputs, [], time.perf_counter() - started, todays=todays)
 
     def todays_search(self, sentences: Sequence[str], beam: int) -> Todays:
-        """The same all-at-once pass with services/translation.py at TODAYS_COMMIT."""
+        """The same all-at-once pass with TODAYS_PATH at TODAYS_COMMIT."""
         try:
-            module = module_at_commit("services/translation.py", TODAYS_COMMIT,
+            module = module_at_commit(TODAYS_PATH, TODAYS_COMMIT,
                                       f"translation_{TODAYS_COMMIT}")
         except Unavailable as err:
             log(f"  today's search not timed: {err}")

@@ -4,7 +4,7 @@ Where a request goes, in order:
   validated  -> services/validation.py          (against the model's config.pbtxt)
   queued     -> services/gateway/dispatcher.py  (XADD req:<model>, via services/queue/streams.py)
   batched    -> services/modelservice/worker.py (XREADGROUP + services/modelservice/batching.py)
-  run        -> services/modelservice/runners/ (picked by the config: onnx.py, translator.py)
+  run        -> services/modelservice/runners/ (picked by the config: onnx.py, translator/)
   answered   -> services/modelservice/worker.py (XADD rep:<gateway> + XACK) -> gateway/dispatcher.py
 """
 

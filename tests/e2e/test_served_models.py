@@ -36,7 +36,7 @@ def test_cnn_reads_the_sample_digits(gateway: str) -> None:
 
 @needs("translator_de_en")
 def test_translation_through_the_gateway_is_the_search_code_in_process(gateway: str) -> None:
-    from services.translation import Translator
+    from services.modelservice.runners.translator.translator import Translator
 
     local = Translator(MODELS / "translator_de_en" / "1")
     with Client(gateway) as client:

@@ -13,7 +13,7 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from services.translation import Translator, sha256_of
+from services.modelservice.runners.translator.translator import Translator, sha256_of
 from training import translate
 from training.common.card import REQUIRED_FIELDS
 from training.common.checkpoint import build_model, load_checkpoint

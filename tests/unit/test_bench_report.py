@@ -22,7 +22,7 @@ from bench.results import (
     TranslatorResult,
 )
 from bench.targets import verdicts
-from bench.translator import TranslatorFigures
+from bench.translator import TODAYS_PATH, TranslatorFigures
 
 
 def _row(system: str, model: str, c: int, throughput: float, p50: float, p99: float, cpu_s: float = 1.0,
@@ -156,11 +156,11 @@ def test_todays_search_against_the_new_one_and_when_it_could_not_be_timed() -> N
                                "at once: ×1.88; today's translations identical to the new search's: 99.8%")
                for line in lines)
     assert "- today's differs: “Ja.” → new “Yes.”, today's “Yeah.”" in lines
-    run.translator = _translator(todays_per_s=None, todays_note="services/translation.py at 61381cc is not in "
+    run.translator = _translator(todays_per_s=None, todays_note=f"{TODAYS_PATH} at 61381cc is not in "
                                                                 "this checkout (a shallow clone)")
     figure, met = _verdict(run, "Translator at 16 clients")
     assert met is None and "a shallow clone" in figure and "×2.22 against 90.0" in figure
-    assert any("today's search (61381cc)" in line and "not timed (services/translation.py at 61381cc is not in this "
+    assert any("today's search (61381cc)" in line and f"not timed ({TODAYS_PATH} at 61381cc is not in this "
                "checkout (a shallow clone))" in line for line in render_markdown(run).splitlines())
     run.translator = replace(_translator(), todays_per_s=None)  # a plain figure set: not measured, says so
     assert _verdict(run, "Translator at 16 clients")[1] is None

@@ -13,6 +13,7 @@ import pytest
 from bench.profile import excerpt, parse_raw, top_frames
 from bench.translator import (
     TODAYS_COMMIT,
+    TODAYS_PATH,
     InProcess,
     Timed,
     Todays,
@@ -80,7 +81,7 @@ MODEL = Path(__file__).resolve().parents[2] / "models" / "translator_de_en"
 
 def _todays_module() -> ModuleType:
     try:
-        return module_at_commit("services/translation.py", TODAYS_COMMIT, f"translation_{TODAYS_COMMIT}_test")
+        return module_at_commit(TODAYS_PATH, TODAYS_COMMIT, f"translation_{TODAYS_COMMIT}_test")
     except Unavailable as err:  # a shallow clone, an export without .git
         pytest.skip(str(err))
 
@@ -89,14 +90,14 @@ def test_module_at_commit_loads_the_old_file_under_its_own_name() -> None:
     old = _todays_module()
     assert old.__name__ == f"translation_{TODAYS_COMMIT}_test" and old.__name__ in sys.modules
     assert "session_options" not in inspect.signature(old.Translator).parameters  # the old API: threads only
-    assert old is not importlib.import_module("services.translation")
+    assert old is not importlib.import_module("services.modelservice.runners.translator.translator")
 
 
 def test_module_at_commit_says_why_it_cannot(tmp_path: Path) -> None:
     with pytest.raises(Unavailable, match="not in this checkout"):
-        module_at_commit("services/translation.py", "0" * 40, "nowhere")
+        module_at_commit(TODAYS_PATH, "0" * 40, "nowhere")
     with pytest.raises(Unavailable, match="not in this checkout"):
-        module_at_commit("services/translation.py", TODAYS_COMMIT, "nowhere", repo=tmp_path)  # no repository
+        module_at_commit(TODAYS_PATH, TODAYS_COMMIT, "nowhere", repo=tmp_path)  # no repository
     assert "nowhere" not in sys.modules
 
 

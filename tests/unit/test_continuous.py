@@ -21,8 +21,8 @@ import pytest
 from services.modelservice.runners.translator import TranslatorModel
 from services.repository import ModelSpec, load_spec
 from services.settings import ModelServiceSettings
-from services.translation import Arrays, OnnxStepModel, Translator
-from services.translation_device import BoundRows
+from services.modelservice.runners.translator.translator import Arrays, OnnxStepModel, Translator
+from services.modelservice.runners.translator.device import BoundRows
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "translator_de_en"
 pytestmark = pytest.mark.skipif(not (MODEL / "1" / "decoder_step.onnx").is_file(),

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.translation import Arrays, Hypothesis, beam_search, greedy_search, length_penalty
-from services.translation_rows import HostRows
-from services.translation_scheduler import Scheduler, Sentence
-from services.translation_search import NEG_INF, RunningBeams
+from services.modelservice.runners.translator.translator import Arrays, Hypothesis, beam_search, greedy_search, length_penalty
+from services.modelservice.runners.translator.rows import HostRows
+from services.modelservice.runners.translator.scheduler import Scheduler, Sentence
+from services.modelservice.runners.translator.search import NEG_INF, RunningBeams
 
 VOCAB, HIDDEN, BOS, EOS = 12, 8, 2, 3
 

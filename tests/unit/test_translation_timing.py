@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.translation_timing import main
+from services.modelservice.runners.translator.timing import main
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "translator_de_en"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.modelservice.runners.translator_admission import Admission, LengthRouter
+from services.modelservice.runners.translator.admission import Admission, LengthRouter
 
 
 def test_room_counts_requests_and_closes_at_the_sentence_cap() -> None:

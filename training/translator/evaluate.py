@@ -10,7 +10,7 @@ import sacrebleu
 import torch
 import torch.nn.functional as F
 
-from services.translation import Translator
+from services.modelservice.runners.translator.translator import Translator
 from training.translator.batching import Batch
 from training.translator.model import Seq2Seq
 from training.translator.vocab import PAD_ID

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.translation import Arrays
+from services.modelservice.runners.translator.translator import Arrays
 from training.common.export import DEFAULT_OPSET, check_onnx
 from training.translator.model import Seq2Seq
 from training.translator.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -59,7 +59,7 @@ class DecoderStepGraph(nn.Module):
 
 
 class TorchStepModel:
-    """services.translation.StepModel over the PyTorch model (CPU, eval mode)."""
+    """services.modelservice.runners.translator.search.StepModel over the PyTorch model (CPU, eval mode)."""
 
     bos_id, eos_id = BOS_ID, EOS_ID
     state_axes = dict(STATES)

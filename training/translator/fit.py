@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from services.translation import Translator
+from services.modelservice.runners.translator.translator import Translator
 from training.common.checkpoint import load_checkpoint, save_checkpoint
 from training.data.parallel import ParallelCorpus
 from training.translator.batching import Batch, Encoded, epoch_batches

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from services.translation import Translator
+from services.modelservice.runners.translator.translator import Translator
 from training.common.card import write_card
 from training.common.export import DEFAULT_OPSET
 from training.common.plots import plot_curves

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import sentencepiece as spm
 import torch
 
-from services.translation import Translator, sha256_of
+from services.modelservice.runners.translator.translator import Translator, sha256_of
 from training.common.card import command_line, plain_config
 from training.common.checkpoint import build_model, load_checkpoint, save_checkpoint
 from training.common.runtime import pick_device, seed_everything, set_threads

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from services.translation import Translator
+from services.modelservice.runners.translator.translator import Translator
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """The decoder inputs of a running batch, kept between steps (numpy, for any StepModel).
 
-Rows are beams (services.translation_search). Per row the decoder takes the recurrent states
+Rows are beams (search.py). Per row the decoder takes the recurrent states
 and the context of the row's sentence: encoder memory (S, M), attention keys (S, A) and source
 mask (S,), the same for all beams of a sentence. Copying the context of every row at every
 step would cost about 5% of a step on CPU (49 KB per row at 16 source tokens), so it sits in
@@ -10,7 +10,7 @@ buffers of a fixed row capacity and moves only for rows whose sentence changed; 
 The context is padded with zeros to the batch's width (the longest source, rounded up to a
 multiple of ALIGN so that not every longer arrival copies the whole buffer); attention masks
 the padding, so a sentence's translation does not depend on its neighbours beyond rounding.
-`translation_device.BoundRows` is the same thing with everything on the accelerator.
+`device.BoundRows` is the same thing with everything on the accelerator.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.translation_search import Arrays, StepModel
+from services.modelservice.runners.translator.search import Arrays, StepModel
 
 ALIGN = 4  # context widths are multiples of this
 

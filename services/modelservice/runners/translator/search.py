@@ -20,7 +20,7 @@ A new sentence starts with one row (its only live beam), not k copies: the other
 only produce candidates at -inf. Rows are placed so that a sentence that keeps its beams keeps
 its row positions, and holes left by finished sentences are filled from the end: the decoder's
 per-row context (the encoder output, repeated per beam) then moves only for the few rows whose
-sentence changed (see services.translation_rows).
+sentence changed (see rows.py).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class RunningBeams:
         """One step: log_probs (R, V) for the current rows -> (parents, done sentences).
 
         `parents` (R',) gives, for each row of the next step, the row of this step it continues
-        (the caller reorders the decoder states with it, see translation_rows); `drop` (B,)
+        (the caller reorders the decoder states with it, see rows.py); `drop` (B,)
         bool marks sentences to remove without a result (cancelled requests)."""
         if self.sentences == 0:
             return np.zeros(0, dtype=np.int64), []

@@ -1,8 +1,8 @@
 """Quick check of the continuous translator against the in-process search (not a test, not the
 benchmark; bench/ measures through the gateway).
 
-    python -m services.translation_timing [--clients 16] [--beam 5] [--sentences 1000]
-        [--threads 1] [--instances N] [--routing length] [--short-share Q] [--sessions shared]
+    python -m services.modelservice.runners.translator.timing [--clients 16] [--beam 5]
+        [--sentences 1000] [--threads 1] [--instances N] [--routing length] [--short-share Q] [--sessions shared]
 
 Translates the Ding test split (data/ding, `make data-ding`; a few built-in sentences when it
 is missing) three ways, on the CPU unless --device says otherwise: `Translator.translate` over all sentences at once, one
@@ -63,8 +63,8 @@ async def clients(model: TranslatorModel, sentences: Sequence[str], n: int, beam
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m services.translation_timing", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m services.modelservice.runners.translator.timing",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=Path("models/translator_de_en"),
                    help="model folder with config.pbtxt (default: models/translator_de_en)")
     p.add_argument("--data-dir", type=Path, default=Path("data/ding"), help="Ding cache (default: data/ding)")

@@ -1,14 +1,14 @@
 """The translator as a model service runs it: `text` BYTES [N] -> `translation` BYTES [N], `score` FP32 [N].
 
 Selected by the config parameter `runner: "translator"`. A continuous-batching runner: a
-thread (`DecodeLoop`) owns a services.translation_scheduler.Scheduler and steps it as long as
-anything is waiting or running; requests join it from the event loop with `infer`, and each is
-answered the moment its last sentence is done, whatever else is still decoding. The search is
-services.translation's, the code the training job evaluated.
+thread (decode_loop.DecodeLoop) owns a running batch (scheduler.Scheduler) and steps it as long
+as anything is waiting or running; requests join it from the event loop with `infer`, and each
+is answered the moment its last sentence is done, whatever else is still decoding. The search
+is translator.Translator's, the code the training job evaluated.
 
 `instance_group { count: N }` runs N decode loops, each its own thread and running batch, and
-routes each request to one by its sentences' lengths (translator_admission.LengthRouter), so
-short sentences decode among short ones: the first loop takes the shortest quarter or so, the
+routes each request to one by its sentences' lengths (admission.LengthRouter), so short
+sentences decode among short ones: the first loop takes the shortest quarter or so, the
 others split the rest. The loops share the ONNX sessions (ORT allows concurrent runs on one
 session; `instance_sessions: "own"` gives each loop its own). With `nice_longer_loops` the other
 loops run at a lower CPU priority, so with more loops than cores the short sentences' loop gets a
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -36,163 +35,19 @@ import numpy as np
 
 from services.errors import InvalidArgument
 from services.modelservice.runners.base import CUDA, ContinuousModel, choose_providers, session_options
-from services.modelservice.runners.translator_admission import Admission, LengthRouter
+from services.modelservice.runners.translator.admission import Admission, LengthRouter
+from services.modelservice.runners.translator.decode_loop import DecodeLoop, Request
+from services.modelservice.runners.translator.rows import HostRows
+from services.modelservice.runners.translator.scheduler import Scheduler, Sentence
+from services.modelservice.runners.translator.translator import OnnxStepModel, Translator, run_to_end
 from services.repository import ModelSpec
 from services.settings import ModelServiceSettings
-from services.translation import OnnxStepModel, Translator, run_to_end
-from services.translation_rows import HostRows
-from services.translation_scheduler import Outcome, Scheduler, Sentence
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_TOKENS = 8192  # e.g. 32 sentences x beam 5 x 51 source tokens
 QUEUED_BATCHES = 2  # room(): requests (and sentences) waiting or running, in running batches' worth
 WARMUP = ["Guten Morgen.", "Wie spät ist es?"]
-
-
-class Request:
-    """One request's sentences on their way through the decode loop."""
-
-    def __init__(self, size: int, beam: int, on_done: Callable[[Request], None], tokens: int = 0) -> None:
-        self.size, self.beam = size, beam
-        self.tokens = tokens  # beam x source tokens, summed: its weight in least-loaded routing
-        self.translations = np.empty(size, dtype=object)  # (N,) UTF-8 bytes
-        self.scores = np.zeros(size, dtype=np.float32)  # (N,)
-        self.remaining = size
-        self.error: BaseException | None = None
-        self.keys: set[int] = set()  # the scheduler's keys of its sentences
-        self.on_done = on_done
-
-    def outputs(self) -> dict[str, np.ndarray]:
-        return {"translation": self.translations, "score": self.scores}
-
-
-class DecodeLoop:
-    """The thread that owns the scheduler. Other threads submit and cancel; results go back
-    through each request's `on_done`, called on this thread (exactly once per request, unless
-    it was cancelled)."""
-
-    def __init__(self, translator: Translator, scheduler: Scheduler, max_output_len: int | None,
-                 admission: Admission, name: str = "translator-decode", nice: int = 0,
-                 on_step: Callable[[int], None] | None = None) -> None:
-        """`nice`: this thread's niceness increment (Linux; lower CPU priority when > 0).
-        `on_step(sentences)`: called after every decoder step with the running batch's size."""
-        self.on_step = on_step
-        self.translator, self.scheduler = translator, scheduler
-        self.max_output_len, self.admission, self.nice = max_output_len, admission, nice
-        self.native_id: int | None = None  # the thread's, once it runs
-        self._cond = threading.Condition()
-        self._inbox: list[tuple[Request, list[list[int]]]] = []
-        self._cancels: list[Request] = []
-        self.queued_tokens = 0  # of the requests submitted here and not yet out
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, sources: list[list[int]], beam: int, on_done: Callable[[Request], None]) -> Request:
-        """Sentences as source ids (Translator.source_ids) -> the request, queued here."""
-        request = Request(len(sources), beam, on_done, beam * sum(map(len, sources)))
-        with self._cond:
-            if self._stopping:
-                raise RuntimeError("the translator is closed")
-            self._inbox.append((request, sources))
-            self.admission.take(request.size)
-            self.queued_tokens += request.tokens
-            self._cond.notify()
-        return request
-
-    def cancel(self, request: Request) -> None:
-        """Stop working on a request nobody waits for any more (its on_done is not called)."""
-        with self._cond:
-            self._cancels.append(request)
-            self._cond.notify()
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        if self.nice:
-            try:  # Linux: a thread has its own nice value; raising it needs no privilege
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except (AttributeError, OSError) as err:
-                log.warning("%s: cannot lower its CPU priority (%s)", self._thread.name, err)
-        self.native_id = threading.get_native_id()
-        live: dict[int, Request] = {}  # id -> request, for the ones the scheduler holds
-        while True:
-            with self._cond:
-                while not (self._stopping or self._inbox or self._cancels or self.scheduler.busy):
-                    self._cond.wait()
-                if self._stopping:
-                    break
-                inbox, self._inbox = self._inbox, []
-                cancels, self._cancels = self._cancels, []
-            try:
-                for request, sources in inbox:
-                    live[id(request)] = request
-                    try:
-                        self._queue(request, sources)
-                    except Exception as err:  # only this request fails
-                        self._fail(request, err, live)
-                for request in cancels:
-                    if live.pop(id(request), None) is not None:
-                        self.scheduler.cancel(request.keys)
-                        self._release(request)
-                running = len(self.scheduler.running)
-                self._deliver(self.scheduler.step(), live)
-                if self.on_step is not None and running:
-                    self.on_step(running)
-            except Exception as err:  # a bug, not a model error (those come in the Outcome)
-                log.exception("translator decode loop: failing %d requests", len(live))
-                self.scheduler = self.translator.scheduler(
-                    self.scheduler.beams.alpha, self.scheduler.max_sentences, self.scheduler.max_tokens)
-                for request in list(live.values()):
-                    self._fail(request, err, live)
-        closed = RuntimeError("the translator was closed")
-        for request in [*live.values(), *(r for r, _ in self._inbox)]:
-            if request.error is None:
-                request.error = closed
-                request.on_done(request)
-
-    def _queue(self, request: Request, sources: list[list[int]]) -> None:
-        for i, ids in enumerate(sources):
-            request.keys.add(self.scheduler.add(Sentence(
-                ids, request.beam, self.translator.limit(ids, self.max_output_len), owner=(request, i))))
-
-    def _deliver(self, outcome: Outcome, live: dict[int, Request]) -> None:
-        decode = self.translator.tokenizer.DecodeIds
-        for sentence, hyp in outcome.done:
-            request, i = sentence.owner
-            if id(request) not in live:
-                continue
-            request.translations[i] = decode(hyp.tokens).encode("utf-8")
-            request.scores[i] = hyp.score
-            request.remaining -= 1
-            if request.remaining == 0:
-                del live[id(request)]
-                self._release(request)
-                request.on_done(request)
-        for sentence, err in outcome.failed:
-            request, _ = sentence.owner
-            if id(request) in live:
-                self._fail(request, err, live)
-
-    def _fail(self, request: Request, err: BaseException, live: dict[int, Request]) -> None:
-        """The whole request fails with its first error; its other sentences stop."""
-        del live[id(request)]
-        self.scheduler.cancel(request.keys)
-        self._release(request)
-        request.error = err
-        request.on_done(request)
-
-    def _release(self, request: Request) -> None:
-        """The request is out (answered, failed or cancelled): all its sentences leave the
-        budget, also those done before it failed."""
-        with self._cond:
-            self.queued_tokens -= request.tokens
-        self.admission.give(request.size)
 
 
 def _settle(future: asyncio.Future[dict[str, np.ndarray]], request: Request) -> None:

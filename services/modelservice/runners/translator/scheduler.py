@@ -14,7 +14,7 @@ they arrive (the first ones of the queue), together, one encoder call per group 
 length; a single encoder call for one sentence costs about twice as much per sentence as in a
 group of 16.
 
-Not thread-safe: one thread owns a Scheduler (services.modelservice.runners.translator).
+Not thread-safe: one thread owns a Scheduler (runner.py's DecodeLoop).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from services.translation_rows import Rows, aligned
-from services.translation_search import Hypothesis, RunningBeams
+from services.modelservice.runners.translator.rows import Rows, aligned
+from services.modelservice.runners.translator.search import Hypothesis, RunningBeams
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Sentence:
 
     ids: list[int]  # source token ids, EOS included
     beam: int
-    limit: int  # decoder steps at most (services.translation_search.search_limit)
+    limit: int  # decoder steps at most (search.search_limit)
     owner: Any = None  # for the caller (its request and position)
     key: int = -1  # given by the scheduler
     encoded: Any = None  # the row store's encoding, once done

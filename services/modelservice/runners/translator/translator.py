@@ -3,8 +3,8 @@
 
 The search is plain numpy over a `StepModel` (encode + one decoder step), so the training job
 runs the very same code over its PyTorch model to show that the ONNX path loses nothing. Its
-math lives in services.translation_search (one vectorised step for every running sentence), the
-running batch in services.translation_scheduler: `Translator.translate` queues all sentences at
+math lives in search.py (one vectorised step for every running sentence), the
+running batch in scheduler.py: `Translator.translate` queues all sentences at
 once, shortest first, and the model service feeds the same scheduler as requests arrive. All
 live beams of all running sentences go through one decoder call per time step; a sentence
 leaves the batch the step it is done.
@@ -13,7 +13,7 @@ Scores are length-normalised log-probabilities (GNMT / Sockeye):
     score = sum(log p(token)) / ((5 + length) / 6) ** alpha
 with `length` counting the target tokens including the end-of-sentence one; the search rule
 (fairseq's for finished hypotheses, beam size 1 being greedy search, EOS forced at the length
-limit) is written down in services.translation_search. The limit of a sentence is
+limit) is written down in search.py. The limit of a sentence is
 min(max_target_len, 2 * its source tokens (EOS included) + 10, max_output_len).
 
 The model folder holds encoder.onnx, decoder_step.onnx, sentencepiece.model
@@ -32,10 +32,10 @@ import numpy as np
 import onnxruntime as ort
 import sentencepiece as spm
 
-from services.translation_rows import HostRows, Rows
-from services.translation_scheduler import Scheduler, Sentence
-from services.translation_search import (NEG_INF, Arrays, Hypothesis, StepModel, length_penalty,
-                                         search_limit)
+from services.modelservice.runners.translator.rows import HostRows, Rows
+from services.modelservice.runners.translator.scheduler import Scheduler, Sentence
+from services.modelservice.runners.translator.search import (NEG_INF, Arrays, Hypothesis, StepModel,
+                                                          length_penalty, search_limit)
 
 __all__ = ["NEG_INF", "Arrays", "Hypothesis", "OnnxStepModel", "StepModel", "Translator",
            "beam_search", "greedy_search", "length_penalty", "search_limit", "sha256_of"]
@@ -129,7 +129,7 @@ class Translator:
                  io_binding: bool = False) -> None:
         """`model` replaces the ONNX graphs (the training job passes its PyTorch model);
         `session_options` replaces `threads`; `io_binding` keeps the decoder's inputs on the
-        execution provider's device between steps (translation_device; ONNX graphs only)."""
+        execution provider's device between steps (device.py; ONNX graphs only)."""
         self.model_dir = Path(model_dir)
         self.manifest: dict[str, Any] = json.loads((self.model_dir / "manifest.json").read_text())
         spm_info = self.manifest["sentencepiece"]
@@ -149,7 +149,7 @@ class Translator:
         if io_binding and not isinstance(self.model, OnnxStepModel):
             raise ValueError("io_binding needs the ONNX graphs")
         self.io_binding = io_binding
-        self._bound_graphs: Any = None  # translation_device.BoundGraphs, built on first use
+        self._bound_graphs: Any = None  # device.BoundGraphs, built on first use
 
     def source_ids(self, sentence: str) -> list[int]:
         """Token ids + EOS, truncated to max_source_len."""
@@ -170,7 +170,8 @@ class Translator:
     def rows(self) -> Rows:
         """A fresh store for a running batch's decoder inputs."""
         if self.io_binding:
-            from services.translation_device import BoundGraphs, BoundRows  # only if asked
+            # only if asked
+            from services.modelservice.runners.translator.device import BoundGraphs, BoundRows
 
             assert isinstance(self.model, OnnxStepModel)
             if self._bound_graphs is None:
@@ -179,7 +180,7 @@ class Translator:
         return HostRows(self.model)
 
     def scheduler(self, alpha: float, max_sentences: int, max_tokens: int) -> Scheduler:
-        """A running batch over this translator's model (see translation_scheduler)."""
+        """A running batch over this translator's model (see scheduler.py)."""
         return Scheduler(self.rows(), self.model.bos_id, self.model.eos_id, self.pad_id, alpha,
                          self.max_target_len, max_sentences, max_tokens)
 

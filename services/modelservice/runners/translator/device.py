@@ -1,6 +1,6 @@
 """The running batch's decoder inputs kept on the execution provider's device (IO binding).
 
-Same contract as services.translation_rows.HostRows, for the ONNX graphs only. Between steps
+Same contract as rows.HostRows, for the ONNX graphs only. Between steps
 the recurrent states and the encoder context stay in OrtValues on the device (CUDA with
 onnxruntime-gpu; 'cpu' OrtValues otherwise, which is how the tests run this path); per step
 only the row bookkeeping goes up (prev tokens, parent rows, slot per row: a few int64 per row)
@@ -26,11 +26,11 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from services.translation_rows import aligned, split_encoded
-from services.translation_search import Arrays
+from services.modelservice.runners.translator.rows import aligned, split_encoded
+from services.modelservice.runners.translator.search import Arrays
 
 if TYPE_CHECKING:
-    from services.translation import OnnxStepModel
+    from services.modelservice.runners.translator.translator import OnnxStepModel
 
 CUDA = "CUDAExecutionProvider"
 
