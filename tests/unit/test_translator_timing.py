@@ -1,4 +1,4 @@
-"""python -m services.translation_timing on a few sentences (its output, not its timings)."""
+"""python -m services.modelservice.runners.translator.timing on a few sentences (its output, not its timings)."""
 
 from __future__ import annotations
 
