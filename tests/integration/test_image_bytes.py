@@ -161,7 +161,7 @@ def test_direct_calls_to_the_model_service_prepare_too(image_stack: ImageStack) 
 
 def test_real_life_figures_come_through_the_gateway(image_stack: ImageStack, tmp_path: Path) -> None:
     from training.data.digit_photos import main as make_set
-    from training.real_life import main as real_life
+    from training.mnist.real_life import main as real_life
 
     folder = tmp_path / "set"
     make_set(["--out", str(folder), "--count", "20", "--seed", "3", "--no-fonts"])

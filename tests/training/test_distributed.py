@@ -15,12 +15,12 @@ from tests.support import REPO_ROOT, free_port
 from training.common.checkpoint import build_model, load_checkpoint
 
 
-@pytest.mark.parametrize("module", ["training.mnist_cnn", "training.mnist_mlp"])
-def test_two_ranks_train_to_identical_weights(tmp_path: Path, module: str) -> None:
+@pytest.mark.parametrize("network", ["cnn", "mlp"])
+def test_two_ranks_train_to_identical_weights(tmp_path: Path, network: str) -> None:
     out_dir, run_dir = tmp_path / "models", tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", module,
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "training.mnist", network,
                "--dry-run", "--synthetic", "--device", "cpu", "--threads", "1", "--quiet",
                "--out-dir", str(out_dir), "--run-dir", str(run_dir)]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -41,7 +41,7 @@ def test_two_ranks_train_to_identical_weights(tmp_path: Path, module: str) -> No
     initial = type(build_model(checkpoint))(**checkpoint.model_args).state_dict()
     assert any(not torch.equal(initial[name], rank0[name]) for name in rank0)
     # Rank 0 alone published the model, recording the process count.
-    name = module.rsplit(".", 1)[1]
+    name = f"mnist_{network}"
     card = json.loads((out_dir / name / "1" / "card.json").read_text())
     assert card["training"]["processes"] == 2
     assert (out_dir / name / "1" / "model.onnx").stat().st_size > 0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tests.support import REPO_ROOT
-from training import mnist_cnn
+from training.mnist import cnn as mnist_cnn
 from training.common.card import REQUIRED_FIELDS
 from training.common.checkpoint import build_model, load_checkpoint
 from training.common.export import WithSoftmax, check_onnx
@@ -64,7 +64,7 @@ def test_repository_entry_and_card(dry_run: tuple[Path, Path, dict[str, Any]]) -
     written = json.loads((out_dir / "mnist_cnn" / "1" / "card.json").read_text())
     assert written == card and all(field in written for field in REQUIRED_FIELDS)
     assert written["architecture"]["parameters"] == sum(p.numel() for p in mnist_cnn.Net().parameters())
-    assert written["command"].startswith("python -m training.mnist_cnn --dry-run --synthetic")
+    assert written["command"].startswith("python -m training.mnist cnn --dry-run --synthetic")
     assert written["training"]["processes"] == 1
     assert written["regularisation"]["real_life_augmentation"]["prob"] == 0.5
 

@@ -11,12 +11,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training import mnist_mlp
+from training.mnist import mlp as mnist_mlp
 from training.common.card import REQUIRED_FIELDS
 from training.common.checkpoint import build_model, load_checkpoint
 from training.common.augment import Augmentation
 from training.common.export import WithSoftmax, check_onnx
-from training.mnist_classifier import augmentation_from
+from training.mnist.inputs import augmentation_from, random_shift
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_repository_entry_and_card(dry_run: tuple[Path, Path, dict[str, Any]]) -
     assert written["regularisation"]["dropout"] == 0.2
     augmentation = written["regularisation"]["real_life_augmentation"]
     assert augmentation["prob"] == 0.5 and augmentation["rotate"] > 0 and "elastic" in augmentation["summary"]
-    assert written["command"].startswith("python -m training.mnist_mlp --dry-run --synthetic")
+    assert written["command"].startswith("python -m training.mnist mlp --dry-run --synthetic")
     for package in ("torch", "onnx", "onnxruntime"):
         assert written["environment"][package] != "absent"
     assert written["training"]["seconds"] >= 0
@@ -106,7 +106,7 @@ def test_best_epoch_is_chosen_on_validation(tmp_path: Path) -> None:
 def test_random_shift_moves_content_within_bounds() -> None:
     x = torch.zeros(64, 1, 28, 28)
     x[:, :, 13, 13] = 1.0  # one bright pixel in the middle
-    shifted = mnist_mlp.random_shift(x, 2, torch.Generator().manual_seed(0))
+    shifted = random_shift(x, 2, torch.Generator().manual_seed(0))
     assert shifted.shape == x.shape
     assert torch.all(shifted.sum(dim=(1, 2, 3)) == 1.0)  # nothing lost or added
     rows, cols = shifted[:, 0].nonzero()[:, 1], shifted[:, 0].nonzero()[:, 2]

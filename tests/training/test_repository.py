@@ -34,7 +34,7 @@ parameters { key: "runner" value: { string_value: "classifier" } }
 
 
 def test_mnist_mlp_config_is_exactly_the_contract() -> None:
-    from training.mnist_mlp import CONFIG
+    from training.mnist.mlp import CONFIG
 
     assert CONFIG.render() == MNIST_MLP_PBTXT
 
@@ -81,7 +81,7 @@ def test_config_parses_as_the_servers_model_config() -> None:
     # that); tritonclient's own copy cannot be imported beside it in one process.
     from services.proto import model_config_pb2
     from services.repository import parse_config
-    from training.mnist_mlp import CONFIG
+    from training.mnist.mlp import CONFIG
 
     parsed = parse_config(ModelConfig(**{**CONFIG.__dict__, "parameters": {"k": "v"}}).render())
     assert parsed.name == "mnist_mlp" and parsed.max_batch_size == 64

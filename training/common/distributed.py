@@ -1,6 +1,6 @@
 """One process or many: the same job runs alone or under `torchrun`.
 
-`torchrun --nproc_per_node N -m training.mnist_cnn` sets RANK, WORLD_SIZE and
+`torchrun --nproc_per_node N -m training.mnist cnn` sets RANK, WORLD_SIZE and
 LOCAL_RANK; `setup()` then joins the process group (gloo on the CPU, nccl on
 CUDA, one GPU per local rank) and the job wraps its model in
 DistributedDataParallel. Without those variables it is a plain single process

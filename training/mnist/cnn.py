@@ -1,24 +1,26 @@
 """Train the MNIST convolutional network and publish it to the model repository.
 
-    python -m training.mnist_cnn                         # full run (make train-cnn)
-    python -m training.mnist_cnn --dry-run --synthetic   # seconds, no download
-    torchrun --nproc_per_node 2 -m training.mnist_cnn    # DistributedDataParallel
+    python -m training.mnist cnn                         # full run (make train-cnn)
+    python -m training.mnist cnn --dry-run --synthetic   # seconds, no download
+    torchrun --nproc_per_node 2 -m training.mnist cnn    # DistributedDataParallel
 
 conv 32 -> max-pool 2x2 -> conv 64 -> max-pool 2x2 -> flatten -> dense -> 10,
 softmax added in the exported graph; same input and output contract as the
 MLP. The loop, selection on validation, export and card are
-training.mnist_classifier's, shared with the MLP.
+training.mnist.train's, shared with the MLP.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from training.mnist_classifier import ClassifierJob, classifier_config
+from training.mnist.args import parse_args as job_args
+from training.mnist.job import ClassifierJob, classifier_config
+from training.mnist.train import main as run_job
 
 NAME = "mnist_cnn"
 CONFIG = classifier_config(NAME)
@@ -62,15 +64,16 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 JOB = ClassifierJob(
-    name=NAME, description="MNIST digit classifier, convolutional network.", doc=__doc__ or "",
+    name=NAME, network="cnn", description="MNIST digit classifier, convolutional network.", doc=__doc__ or "",
     config=CONFIG, net_class=Net, add_model_args=add_model_args,
     make_net=lambda args: Net(args.channels, args.hidden, args.dropout),
     defaults={"epochs": 20, "batch_size": 128, "lr": 1e-3, "shift": 2, "label_smoothing": 0.05})
 
 
-parse_args = JOB.parse_args
-main = JOB.main  # runs the job; returns the model card it wrote
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return job_args(JOB, argv)
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the model card it wrote."""
+    return run_job(JOB, argv)

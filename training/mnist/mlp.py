@@ -1,27 +1,29 @@
 """Train the MNIST multi-layer perceptron and publish it to the model repository.
 
-    python -m training.mnist_mlp                         # full run
-    python -m training.mnist_mlp --dry-run --synthetic   # seconds, no download
-    torchrun --nproc_per_node 2 -m training.mnist_mlp    # DistributedDataParallel
+    python -m training.mnist mlp                         # full run
+    python -m training.mnist mlp --dry-run --synthetic   # seconds, no download
+    torchrun --nproc_per_node 2 -m training.mnist mlp    # DistributedDataParallel
 
 Every epoch is checkpointed under --run-dir; the epoch with the best
 validation accuracy is reloaded, evaluated once on the test set, exported to
 ONNX (softmax inside the graph), checked for parity with PyTorch and written
 to --out-dir/mnist_mlp/ with its config.pbtxt, model card and curves. The
-loop is training.mnist_classifier's, shared with the CNN.
+loop is training.mnist.train's, shared with the CNN.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from training.mnist_classifier import ClassifierJob, classifier_config, random_shift, to_input
+from training.mnist.args import parse_args as job_args
+from training.mnist.job import ClassifierJob, classifier_config
+from training.mnist.train import main as run_job
 
-__all__ = ["CONFIG", "JOB", "Net", "main", "parse_args", "random_shift", "to_input"]
+__all__ = ["CONFIG", "JOB", "Net", "main", "parse_args"]
 
 NAME = "mnist_mlp"
 CONFIG = classifier_config(NAME)
@@ -59,14 +61,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 JOB = ClassifierJob(
-    name=NAME, description="MNIST digit classifier, multi-layer perceptron.", doc=__doc__ or "",
+    name=NAME, network="mlp", description="MNIST digit classifier, multi-layer perceptron.", doc=__doc__ or "",
     config=CONFIG, net_class=Net, add_model_args=add_model_args,
     make_net=lambda args: Net(args.hidden, args.dropout))
 
 
-parse_args = JOB.parse_args
-main = JOB.main  # runs the job; returns the model card it wrote
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return job_args(JOB, argv)
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the job; returns the model card it wrote."""
+    return run_job(JOB, argv)

@@ -1,8 +1,8 @@
 """Accuracy of the classifiers on the real-life digit set, through the served path.
 
-    python -m training.real_life                       # starts a local stack, both classifiers
-    python -m training.real_life --url 127.0.0.1:8001  # a stack that is already up
-    python -m training.real_life --write-cards         # and record it in models/<name>/1/card.json
+    python -m training.mnist.real_life                       # starts a local stack, both classifiers
+    python -m training.mnist.real_life --url 127.0.0.1:8001  # a stack that is already up
+    python -m training.mnist.real_life --write-cards         # and record it in models/<name>/1/card.json
 
 Every image file of the set (training.data.digit_photos; made first when missing) goes to the
 gateway as it is, one file per ModelInfer request in the `image_bytes` input, many requests in
@@ -158,7 +158,7 @@ def write_cards(repository: Path, results: Sequence[Result], set_card: dict[str,
 
 
 def main(argv: Sequence[str] | None = None) -> list[Result]:
-    p = argparse.ArgumentParser(prog="python -m training.real_life", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.mnist.real_life", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="", help="gateway of a running stack, host:port (default: start one)")
     p.add_argument("--set", type=Path, default=DEFAULT_SET,
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     p.add_argument("--write-cards", action="store_true", help="record the figures in each model's card.json")
     p.add_argument("--json", type=Path, default=None, help="also write the figures (and every prediction) here")
     args = p.parse_args(argv)
-    command = command_line("training.real_life", argv if argv is not None else sys.argv[1:])
+    command = command_line("training.mnist.real_life", argv if argv is not None else sys.argv[1:])
 
     if not (args.set / "card.json").exists():
         from training.data.digit_photos import main as make_set
