@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training import digit_gan
+from training.gan import train as digit_gan
 from training.common.card import REQUIRED_FIELDS
 from training.common.checkpoint import build_model, load_checkpoint
 from training.common.export import check_onnx
@@ -66,7 +66,7 @@ def test_dry_run_writes_the_repository_entry(dry_run: tuple[Path, Path, dict[str
     assert written["architecture"]["parameters"] > 0
     assert written["architecture"]["discriminator"]["parameters"] > 0
     assert len(written["data"]["sha256"]) == 64
-    assert written["command"].startswith("python -m training.digit_gan --dry-run --synthetic")
+    assert written["command"].startswith("python -m training.gan --dry-run --synthetic")
     assert 0 <= written["export"]["parity_max_abs_diff"] <= 1e-5
 
 

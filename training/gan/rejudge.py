@@ -33,7 +33,7 @@ from training.data.parallel import file_sha256
 from training.data.synthetic import synthetic_mnist
 from training.gan.evaluation import PER_DIGIT, TEST_SEEDS_START, eval_inputs, real_stats
 
-FLOOR_TRAIN_IMAGES = 10_000  # as training.digit_gan
+FLOOR_TRAIN_IMAGES = 10_000  # as training.gan.train
 
 
 def generate_served(model: Path, digits: np.ndarray, seeds: np.ndarray, batch: int = 500) -> np.ndarray:

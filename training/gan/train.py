@@ -1,7 +1,7 @@
 """Train a conditional DCGAN on MNIST and publish it as `digit_gan`.
 
-    python -m training.digit_gan                         # full run
-    python -m training.digit_gan --dry-run --synthetic   # seconds, no download
+    python -m training.gan                         # full run (make train-gan)
+    python -m training.gan --dry-run --synthetic   # seconds, no download
 
 The served graph takes `digit` INT64 (B,) and `seed` INT64 (B,) and returns
 `image` FP32 (B, 1, 28, 28) in 0..1: the noise is drawn from the seed inside
@@ -119,7 +119,7 @@ def train(args: argparse.Namespace, G: Generator, D: Discriminator, device: torc
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.digit_gan", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.gan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
     p.add_argument("--max-seconds", type=float, default=0.0,
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out_dir = args.out_dir or Path("models")
     args.run_dir = args.run_dir or Path("runs") / NAME
     config = plain_config(args)
-    command = command_line("training.digit_gan", argv if argv is not None else sys.argv[1:])
+    command = command_line("training.gan", argv if argv is not None else sys.argv[1:])
 
     set_threads(args.threads)
     generator = seed_everything(args.seed)
@@ -268,7 +268,3 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "samples.png": grid})
     print(f"wrote {version_dir} and {args.out_dir / NAME / 'config.pbtxt'}", flush=True)
     return card
-
-
-if __name__ == "__main__":
-    main()
