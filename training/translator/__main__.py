@@ -1,4 +1,5 @@
-"""`python -m training.translator` runs the training job (see train.py)."""
+"""`python -m training.translator` runs the training job (see train.py);
+`python -m training.translator.translate` translates with the exported model."""
 
 from training.translator.train import main
 

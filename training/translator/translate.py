@@ -1,7 +1,7 @@
 """Translate German to English with the exported model (ONNX Runtime, no torch).
 
-    python -m training.translate "Der Hund kam unter dem Tisch hervor."
-    echo "Wie spät ist es?" | python -m training.translate --beam-size 1
+    python -m training.translator.translate "Der Hund kam unter dem Tisch hervor."
+    echo "Wie spät ist es?" | python -m training.translator.translate --beam-size 1
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from services.modelservice.runners.translator.translator import Translator
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m training.translate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.translator.translate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sentences", nargs="*",
                    help="German sentences; read from stdin, one per line, when none are given")
