@@ -45,13 +45,13 @@ data-gettext: $(STAMP)  ## German-English pairs from Debian's gettext catalogs i
 	$(PY) -m training.data.gettext --out data/gettext
 
 train-mlp: $(STAMP) data  ## train the MNIST MLP, export it to models/mnist_mlp
-	$(PY) -m training.mnist_mlp
+	$(PY) -m training.mnist mlp
 
 train-cnn: $(STAMP) data  ## train the MNIST CNN, export it to models/mnist_cnn
-	$(PY) -m training.mnist_cnn --threads 1 --quiet
+	$(PY) -m training.mnist cnn --threads 1 --quiet
 
 train-gan: $(STAMP) data  ## train the digit GAN (judged by models/mnist_cnn), export it to models/digit_gan
-	$(PY) -m training.digit_gan --epochs 50 --max-seconds 5400 --threads 1 --device cpu
+	$(PY) -m training.gan --epochs 50 --max-seconds 5400 --threads 1 --device cpu
 
 train-translator: $(STAMP) data-ding  ## train the German-English translator, export it to models/translator_de_en
 	$(PY) -m training.translator --threads 1 --device cpu --max-seconds 6000
