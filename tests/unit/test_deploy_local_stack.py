@@ -1,0 +1,50 @@
+"""The local stack (services/stack.py, `make up`) assigns each model service the contract's
+port pair, as compose does, also when only some of the models are there."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from services.stack import CONTRACT_MODELS, model_ports
+from tests.unit.deploy_files import MODEL_PORTS
+
+
+def test_stack_model_ports_follow_the_contract() -> None:
+    every = ["zeta", "digit_gan", "alpha", "mnist_mlp", "translator_de_en", "mnist_cnn"]
+    ports = model_ports(every, 8101, 9101)
+    assert list(ports) == [*CONTRACT_MODELS, "alpha", "zeta"]  # start order: contract order, then the rest
+    assert {name: ports[name] for name in MODEL_PORTS} == MODEL_PORTS
+    assert ports["alpha"] == (8105, 9105) and ports["zeta"] == (8106, 9106)
+    # The same table as compose with the default bases, and any other bases shift it as a whole.
+    assert model_ports(every, 20000, 30000)["translator_de_en"] == (20002, 30002)
+
+
+def test_stack_model_ports_keep_contract_slots_when_models_are_missing() -> None:
+    # A repository with some of the contract's models: each keeps its own slot (no renumbering).
+    assert model_ports(["mnist_mlp"], 8101, 9101) == {"mnist_mlp": (8101, 9101)}
+    assert model_ports(["digit_gan", "mnist_cnn"], 8101, 9101) == {"mnist_cnn": (8102, 9102), "digit_gan": (8104, 9104)}
+    # Models outside the contract come after every contract slot, even when those are unused.
+    assert model_ports(["mnist_mlp", "extra"], 8101, 9101) == {"mnist_mlp": (8101, 9101), "extra": (8105, 9105)}
+    assert model_ports([], 8101, 9101) == {}
+
+
+def test_stack_serves_each_model_on_its_contract_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build() with --models picks from the whole repository's table: mnist_cnn alone is still on base+1."""
+    import services.stack as stack
+
+    monkeypatch.setattr(stack, "load_repository", lambda root: dict.fromkeys(("mnist_mlp", "mnist_cnn", "digit_gan")))
+    monkeypatch.setattr(stack.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "redis-server" else None)
+    args = argparse.Namespace(
+        state_dir=str(tmp_path), redis_port=6390, model_repository="models", models=["mnist_cnn", "digit_gan"],
+        model_base_port=18101, model_metrics_base_port=19101, port=18001, metrics_port=18002,
+        prometheus_port=19090, no_prometheus=True,
+    )
+    children, _ = stack.build(args)
+    served = {c.name: (c.grpc_port, c.argv[c.argv.index("--metrics-port") + 1]) for c in children
+              if "services.modelservice" in c.argv}
+    assert served == {"mnist_cnn": (18102, "19102"), "digit_gan": (18104, "19104")}
+    assert [c.name for c in children] == ["redis", "mnist_cnn", "digit_gan", "gateway"]
+
