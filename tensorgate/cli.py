@@ -1,7 +1,7 @@
-"""The `tensorgate` console script: the SDK from the shell.
+"""The `tensorgate` console script: the SDK from the shell, and `import-model` for the repository.
 
-Exit status: 0 success, 1 the server refused or could not answer (its message on stderr),
-2 usage (bad flags, a file that cannot be read).
+Exit status: 0 success, 1 the server refused or could not answer, or import-model refused the
+graph (the message on stderr), 2 usage (bad flags, a file that cannot be read).
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ OK, REFUSED, USAGE = 0, 1, 2
 
 class UsageError(Exception):
     """Bad input found after parsing (exit status 2)."""
+
+
+class Refused(Exception):
+    """A local command refused its input (exit status 1), as a server refuses a call."""
 
 
 def _classify(client: Client, args: argparse.Namespace) -> None:
@@ -83,6 +87,36 @@ def _stats(client: Client, args: argparse.Namespace) -> None:
               f"{_mean_ms(compute, infer.compute_infer.count):>10}")
 
 
+def _import_model(args: argparse.Namespace) -> None:
+    # Imported here: the other commands need neither onnx nor onnxruntime.
+    from tensorgate.model_import import BadArgument, ImportRefused, import_model
+
+    try:
+        imported = import_model(Path(args.file), Path(args.repository), args.name, args.version,
+                                args.max_batch_size, args.force)
+    except BadArgument as err:
+        raise UsageError(str(err)) from None
+    except OSError as err:
+        raise UsageError(f"cannot read {err.filename}: {err.strerror}") from None
+    except ImportRefused as err:
+        raise Refused(str(err)) from None
+    for warning in imported.warnings:
+        print(f"tensorgate import-model: warning: {warning}", file=sys.stderr)
+    spec = imported.spec
+    batching = f"batches up to {spec.max_batch_size}" if spec.max_batch_size else "does not batch (max_batch_size 0)"
+    print(f"{spec.model_file}: model '{spec.name}' version {spec.version}, {batching}")
+    for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
+        for t in tensors:
+            print(f"  {kind:<6} {t.name:<24} {t.datatype:<6} {list(t.shape)}")
+    print(f"{imported.config_path}: written")
+
+
+def _batch_size(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}': must be 0 (no batching) or a positive integer")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("TENSORGATE_URL", DEFAULT_URL),
@@ -98,7 +132,8 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--key", default=os.environ.get("TENSORGATE_CLIENT_KEY"),
                         help="private key (PEM) of --cert (default: $TENSORGATE_CLIENT_KEY)")
     top = argparse.ArgumentParser(prog="tensorgate", description="Talk to a tensorgate gateway: read digits, "
-                                  "translate German, draw digits, list models and their statistics.")
+                                  "translate German, draw digits, list models and their statistics. "
+                                  "Import ONNX models into a model repository.")
     top.add_argument("--version", action="version", version=f"tensorgate {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -126,19 +161,35 @@ def parser() -> argparse.ArgumentParser:
     command("models", _models, "the models the gateway serves and their state")
     stats = command("stats", _stats, "server-side statistics (Triton's ModelStatistics) of one model or all")
     stats.add_argument("model", nargs="?", default="", metavar="MODEL", help="model name (default: all)")
+    text = ("copy an ONNX graph into the model repository and write its config.pbtxt from the graph "
+            "(as Triton's auto-complete does); no server is involved")
+    imports = sub.add_parser("import-model", help=text, description=text)
+    imports.set_defaults(local=_import_model)
+    imports.add_argument("file", metavar="FILE.onnx", help="the ONNX graph")
+    imports.add_argument("--name", required=True, help="model name: its folder in the repository")
+    imports.add_argument("--max-batch-size", type=_batch_size, default=None,
+                         help="largest batch when the graph's first dimension is dynamic (default: 8, "
+                              "model_import.DEFAULT_MAX_BATCH_SIZE; 0: no batching)")
+    imports.add_argument("--repository", default="models", help="the model repository (default: models)")
+    imports.add_argument("--version", default="1", help="version folder to write, a positive integer (default: 1)")
+    imports.add_argument("--force", action="store_true",
+                         help="replace the config and this version of an existing model (other versions stay)")
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 2 on bad usage
     try:
+        if hasattr(args, "local"):  # works on local files, no server
+            args.local(args)
+            return OK
         with Client(args.url, timeout_s=args.timeout, api_key=args.api_key, tls=args.tls,
                     root_certificates=args.ca_cert, certificate_chain=args.cert, private_key=args.key) as client:
             args.run(client, args)
     except UsageError as err:
         print(f"tensorgate {args.command}: error: {err}", file=sys.stderr)
         return USAGE
-    except InferenceError as err:
+    except (InferenceError, Refused) as err:
         print(f"tensorgate {args.command}: {err}", file=sys.stderr)
         return REFUSED
     return OK
