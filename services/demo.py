@@ -127,7 +127,9 @@ def latency_table(metrics_text: str) -> list[tuple[str, int, float, float, float
             continue
         for sample in family.samples:
             if sample.name == f"{LATENCY}_bucket":
-                buckets.setdefault(sample.labels["model"], {})[float(sample.labels["le"])] = sample.value
+                model = buckets.setdefault(sample.labels["model"], {})  # versions of a model added up
+                le = float(sample.labels["le"])
+                model[le] = model.get(le, 0.0) + sample.value
     return [(model, int(b[math.inf]), quantile(0.5, b), quantile(0.95, b), quantile(0.99, b))
             for model, b in sorted(buckets.items())]
 

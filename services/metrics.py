@@ -1,5 +1,5 @@
-"""Every Prometheus metric of tensorgate, defined once. Labels are bounded: model names and
-fixed reason words, never request data. Each process exposes its own registry on /metrics.
+"""Every Prometheus metric of tensorgate, defined once. Labels are bounded: model names, the
+versions a replica serves and fixed reason words, never request data. Each process exposes its own registry on /metrics.
 """
 
 from __future__ import annotations
@@ -23,22 +23,22 @@ class Metrics:
         self.request_duration = Histogram(
             "tensorgate_request_duration_seconds",
             "Time from receiving an inference request to answering it.",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.queue_duration = Histogram(
             "tensorgate_queue_duration_seconds",
             "Time a request waited in the model's stream before its batch started.",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.compute_duration = Histogram(
             "tensorgate_compute_duration_seconds",
             "Time of one ONNX Runtime call for a whole batch (pre- and post-processing included).",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self.batch_size = Histogram(
             "tensorgate_batch_size",
             "Rows in each batch given to the model.",
-            ["model"], buckets=BATCH_BUCKETS, registry=r,
+            ["model", "version"], buckets=BATCH_BUCKETS, registry=r,
         )
         self.pending_requests = Gauge(
             "tensorgate_pending_requests",
@@ -48,7 +48,7 @@ class Metrics:
         self.requests = Counter(
             "tensorgate_requests_total",
             "Inference requests answered, by outcome (success or the failure reason).",
-            ["model", "outcome"], registry=r,
+            ["model", "version", "outcome"], registry=r,
         )
         self.reply_waiters = Gauge(
             "tensorgate_reply_waiters",

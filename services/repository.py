@@ -97,26 +97,40 @@ def versions_of(model_dir: Path) -> list[str]:
     return sorted((p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
 
 
-def load_spec(model_dir: Path, version: str = "") -> ModelSpec:
-    """Read one model's config.pbtxt and pick its version folder (highest by default)."""
+def select_versions(config: mc.ModelConfig, available: list[str]) -> list[str]:
+    """The version folders a replica serves, by the config's `version_policy` (Triton's
+    semantics: `latest { num_versions }`, default 1; `all`; `specific { versions }`), lowest first."""
+    ordered = sorted(available, key=int)
+    policy = config.version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "all":
+        return ordered
+    if which == "specific":
+        wanted = {str(v) for v in policy.specific.versions}
+        return [v for v in ordered if v in wanted]
+    newest = policy.latest.num_versions if which == "latest" and policy.latest.num_versions else 1
+    return ordered[-newest:]
+
+
+def read_config(model_dir: Path) -> mc.ModelConfig:
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
         raise ModelNotFound(f"no {CONFIG_FILE} in {model_dir}")
     config = parse_config(config_path.read_text())
     if not config.name:
         config.name = model_dir.name
-    versions = versions_of(model_dir)
-    if version and version not in versions:
-        raise ModelNotFound(f"model '{config.name}' has no version {version} (has {versions})")
-    if not versions:
-        raise ModelNotFound(f"model '{config.name}' has no version folder in {model_dir}")
-    chosen = version or versions[-1]
+    return config
+
+
+def spec_from_config(config: mc.ModelConfig, version: str, path: Path) -> ModelSpec:
+    """The ModelSpec of one version: from a repository on disk, or from a config a replica announced
+    (then `path` means nothing to the reader)."""
     batching = config.dynamic_batching
     policy = batching.default_queue_policy
     return ModelSpec(
         name=config.name,
-        version=chosen,
-        path=model_dir / chosen,
+        version=version,
+        path=path,
         config=config,
         inputs=_tensor_specs(list(config.input), config.max_batch_size > 0),
         outputs=_tensor_specs(list(config.output), config.max_batch_size > 0),
@@ -129,6 +143,27 @@ def load_spec(model_dir: Path, version: str = "") -> ModelSpec:
         parameters={k: v.string_value for k, v in config.parameters.items()},
         instance_count=max(1, sum(g.count or 1 for g in config.instance_group)),
     )
+
+
+def load_specs(model_dir: Path, version: str = "") -> dict[str, ModelSpec]:
+    """Every version a replica serves, by version: `version` alone when given (a pinned replica),
+    else those the config's version_policy selects. Raises ModelNotFound when there is none."""
+    config = read_config(model_dir)
+    versions = versions_of(model_dir)
+    if version and version not in versions:
+        raise ModelNotFound(f"model '{config.name}' has no version {version} (has {versions})")
+    if not versions:
+        raise ModelNotFound(f"model '{config.name}' has no version folder in {model_dir}")
+    chosen = [version] if version else select_versions(config, versions)
+    if not chosen:
+        raise ModelNotFound(f"model '{config.name}': its version_policy selects none of the versions {versions}")
+    return {v: spec_from_config(config, v, model_dir / v) for v in chosen}
+
+
+def load_spec(model_dir: Path, version: str = "") -> ModelSpec:
+    """Read one model's config.pbtxt and pick one version folder (the newest its policy serves by default)."""
+    specs = load_specs(model_dir, version)
+    return specs[max(specs, key=int)]
 
 
 def load_repository(root: Path) -> dict[str, ModelSpec]:

@@ -46,7 +46,13 @@ class GatewaySettings(ServerSettings):
 
     grpc_port: int = Field(8001, description="KServe v2 gRPC port (Triton's convention: 8001).")
     metrics_port: int = Field(8002, description="Prometheus /metrics port; 0 disables it.")
-    model_repository: Path = Field(Path("models"), description="Triton-layout model repository (config.pbtxt per model).")
+    model_repository: Path | None = Field(
+        Path("models"), description="Optional Triton-layout repository: its models are listed (UNAVAILABLE) before a "
+        "replica serves them. The gateway serves every model a live replica announces, with or without it."
+    )
+    command_timeout_s: float = Field(
+        120.0, description="How long RepositoryModelLoad / Unload wait for every replica of the model to answer."
+    )
     gateway_id: str = Field(default_factory=_default_instance_id, description="Names this gateway's reply stream rep:<gateway_id>.")
     default_timeout_s: float = Field(
         30.0, description="Deadline for a request that sets none and whose model config sets no default timeout."
@@ -71,8 +77,15 @@ class ModelServiceSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="TENSORGATE_MODEL_", protected_namespaces=())
 
     name: str = Field("mnist_mlp", description="Model to serve: a folder of the model repository.")
-    version: str = Field("", description="Model version folder to load; empty picks the highest number.")
+    version: str = Field(
+        "", description="Pin one version folder; empty serves the versions the config's version_policy selects "
+        "(default: the newest)."
+    )
     model_repository: Path = Field(Path("models"), description="Triton-layout model repository.")
+    repository_poll_s: float = Field(
+        0.0, description="Triton's POLL mode: look at the model's folder this often and load, switch to or retire "
+        "versions as its config and version_policy say (0: only at start and on RepositoryModelLoad)."
+    )
     grpc_port: int = Field(8101, description="Direct gRPC port (health, metadata, direct ModelInfer).")
     metrics_port: int = Field(9101, description="Prometheus /metrics port; 0 disables it.")
     consumer: str = Field(default_factory=_default_instance_id, description="Consumer name of this replica in the group.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from services.gateway.dispatcher import QueueBackend
@@ -14,7 +13,6 @@ from services.grpc.server import GrpcServer, server_tls
 from services.health import follow_redis
 from services.grpc.servicer import InferenceServicer
 from services.metrics import Metrics
-from services.repository import load_repository
 from services.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -23,9 +21,9 @@ log = logging.getLogger(__name__)
 class GatewayApp:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.specs = load_repository(Path(settings.model_repository))
         self.metrics = Metrics()
-        self.backend = QueueBackend(settings, self.specs, self.metrics)
+        self.backend = QueueBackend(settings, self.metrics)
+        self.specs = self.backend.specs  # the live set, updated in place
         servicer = InferenceServicer(self.backend, self.metrics, settings.default_timeout_s,
                                      max_timeout_s=settings.max_timeout_s)
         self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb, settings.api_keys,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
@@ -26,7 +26,7 @@ from services.validation import validate
 log = logging.getLogger(__name__)
 
 # Only what is really implemented; perf_analyzer asks for ModelStatistics when it sees "statistics".
-EXTENSIONS = ("model_configuration", "statistics")
+EXTENSIONS = ("model_configuration", "statistics", "model_repository")
 # Triton's per-request timeout parameter, in microseconds.
 TIMEOUT_PARAMETER = "timeout"
 
@@ -41,13 +41,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- lookups -----------------------------------------------------------------
     def _spec(self, name: str, version: str = "") -> ModelSpec:
+        """The newest version of a model, or the version named (which must be servable now)."""
         spec = self._backend.specs.get(name)
         if spec is None:
             known = ", ".join(sorted(self._backend.specs)) or "none"
             raise ModelNotFound(f"unknown model '{name}' (serving: {known})")
-        if version and version != spec.version:
-            raise ModelNotFound(f"model '{name}' has no version {version} (serving {spec.version})")
-        return spec
+        return self._backend.version_spec(name, version) if version else spec
 
     def _deadline(self, spec: ModelSpec, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> float:
         """Absolute deadline: the config's default timeout (or ours), a `timeout` parameter where the
@@ -89,7 +88,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         spec = self._spec(request.name, request.version)
-        meta = pb.ModelMetadataResponse(name=spec.name, versions=[spec.version], platform=spec.config.platform)
+        versions = [request.version] if request.version else self._backend.versions(spec.name)
+        meta = pb.ModelMetadataResponse(name=spec.name, versions=versions, platform=spec.config.platform)
         for t in spec.inputs:
             meta.inputs.add(name=t.name, datatype=t.datatype, shape=list(t.model_shape))
         for t in spec.outputs:
@@ -105,11 +105,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
-        specs = [self._spec(request.name, request.version)] if request.name else list(self._backend.specs.values())
+        if request.name:
+            spec = self._spec(request.name)
+            pairs = [(spec.name, v) for v in ([request.version] if request.version else self._backend.versions(spec.name))]
+        else:
+            pairs = [(name, v) for name in sorted(self._backend.specs) for v in self._backend.versions(name)]
         response = pb.ModelStatisticsResponse()
-        for spec in specs:
-            counters = await self._backend.statistics(spec)
-            response.model_stats.append(statistics.to_proto(spec.name, spec.version, counters))
+        for name, version in pairs:  # one entry per model version, as Triton
+            counters = await self._backend.statistics(name, version)
+            response.model_stats.append(statistics.to_proto(name, version, counters))
         return response
 
     @rpc
@@ -117,17 +121,35 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
         response = pb.RepositoryIndexResponse()
-        for spec in self._backend.specs.values():
-            ready = await self._backend.model_ready(spec)
-            if request.ready and not ready:
+        for entry in await self._backend.index():
+            if request.ready and entry.state != "READY":
                 continue
-            response.models.add(
-                name=spec.name,
-                version=spec.version,
-                state="READY" if ready else "UNAVAILABLE",
-                reason="" if ready else "no replica is serving this model",
-            )
+            response.models.add(name=entry.name, version=entry.version, state=entry.state, reason=entry.reason)
         return response
+
+    @rpc
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        self._check_repository_request(request.model_name, request.parameters)
+        await self._backend.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @rpc
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        self._check_repository_request(request.model_name, request.parameters)
+        await self._backend.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _check_repository_request(self, name: str, parameters: Mapping[str, object]) -> None:
+        if not name:
+            raise InvalidArgument("model_name is required")
+        if parameters:
+            # Triton's "config" and "file:" overrides: the repository on disk is what replicas load.
+            raise InvalidArgument(f"parameters {sorted(parameters)} are not supported: put the config and the "
+                                  "version folder into the model repository, then call load")
 
     # -- inference ----------------------------------------------------------------
     async def infer(self, call: InferCall, context: grpc.aio.ServicerContext) -> bytes:
@@ -135,24 +157,28 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         The typed application API (services.grpc.application) sends its requests through here too."""
         started = time.perf_counter()
         request = call.request
-        model = request.model_name if request.model_name in self._backend.specs else "unknown"
+        known = self._backend.specs.get(request.model_name)
+        model = request.model_name if known is not None else "unknown"
+        version = "" if known is None else request.model_version or known.version  # bounded: served versions
         gauge = self._metrics.pending_requests.labels(model)
         gauge.inc()
         try:
             spec = self._spec(request.model_name, request.model_version)
             valid = validate(spec, request)
             response = await self._backend.infer(spec, call, valid, self._deadline(spec, request, context))
-            self._metrics.requests.labels(model, "success").inc()
+            self._metrics.requests.labels(model, version, "success").inc()
             return response
         except TensorgateError as err:
-            self._metrics.requests.labels(model, err.reason).inc()
+            if isinstance(err, ModelNotFound):
+                version = ""  # a version nobody serves is not a label
+            self._metrics.requests.labels(model, version, err.reason).inc()
             raise
         except Exception:
-            self._metrics.requests.labels(model, "internal").inc()
+            self._metrics.requests.labels(model, version, "internal").inc()
             raise
         finally:
             gauge.dec()
-            self._metrics.request_duration.labels(model).observe(time.perf_counter() - started)
+            self._metrics.request_duration.labels(model, version).observe(time.perf_counter() - started)
 
     @rpc
     async def ModelInfer(self, call: InferCall, context: grpc.aio.ServicerContext) -> bytes:

@@ -7,6 +7,8 @@
 - A continuous runner (`ContinuousModel`): hand each request to the runner as long as it has
   room; each is answered when it is done, replies that finish together share one pipeline.
 
+Each request runs on the version it names, else the newest loaded (services.modelservice.versions);
+a batch holds one version. The heartbeat announces what the replica serves (services.queue.catalog).
 Statistics are added up in the process and flushed on a timer (services.queue.counters).
 """
 
@@ -17,7 +19,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +31,15 @@ from services.errors import DeadlineExceeded, InternalError, InvalidArgument, Te
 from services.grpc.statistics import execution_fields
 from services.metrics import Metrics
 from services.modelservice.batching import BatchPolicy, WaitEstimator
-from services.modelservice.runners import ContinuousModel, Model
+from services.modelservice.execution import Poison, Result, run_batch
+from services.modelservice.runners import ContinuousModel
+from services.modelservice.versions import LoadedVersion, ModelVersions
 from services.proto import grpc_service_pb2 as pb
 from services.queue.counters import StatisticsBuffer
 from services.queue.messages import ReplyEntry, RequestEntry
 from services.queue.streams import Delivery, RequestConsumer
-from services.repository import ModelSpec
 from services.settings import ModelServiceSettings
-from services.tensors import build_response, split_rows
+from services.tensors import build_response
 from services.validation import ValidRequest, validate
 
 log = logging.getLogger(__name__)
@@ -48,23 +50,14 @@ Reply = tuple[str, ReplyEntry]  # (reply stream, reply)
 
 
 @dataclass(frozen=True)
-class Poison:
-    """A request the model failed on alone, on every attempt."""
-
-    reason: str
-
-
-Result = dict[str, np.ndarray] | TensorgateError | Poison  # one request's outcome of a batch
-
-
-@dataclass(frozen=True)
 class Job:
-    """One decoded, valid request waiting for its batch."""
+    """One decoded, valid request waiting for its batch, and the version it runs on."""
 
     delivery: Delivery
     entry: RequestEntry
     request: pb.ModelInferRequest
     valid: ValidRequest
+    version: LoadedVersion
 
 
 def holds_all_inflight(jobs: Sequence[Job]) -> bool:
@@ -84,25 +77,21 @@ def _error_reply(entry: RequestEntry, err: TensorgateError) -> Reply:
 class Worker:
     def __init__(
         self,
-        spec: ModelSpec,
-        model: Model,
+        versions: ModelVersions,
         consumer: RequestConsumer,
         metrics: Metrics,
         settings: ModelServiceSettings,
-        executor: Executor,
         statistics: StatisticsBuffer,
     ) -> None:
-        self.spec = spec
-        self.model = model
+        self.versions = versions
+        self.name = versions.name
         self.consumer = consumer
         self.metrics = metrics
         self.settings = settings
-        self.executor = executor
         self.statistics = statistics
-        self.policy = BatchPolicy.from_spec(spec)
         self.estimator = WaitEstimator()
         self._no_wait_since: float | None = None  # when the last batch went without waiting
-        self._pending = metrics.pending_requests.labels(spec.name)
+        self._pending = metrics.pending_requests.labels(self.name)
         self._backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
         self._answers: Coalescer[tuple[bytes, Reply], None] = Coalescer(self._finish_together)
         self._stopping = asyncio.Event()
@@ -112,37 +101,54 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
+    @property
+    def policy(self) -> BatchPolicy:
+        """The batching policy of the newest version (the one most requests get)."""
+        default = self.versions.default
+        return default.policy if default is not None else BatchPolicy(1, 0.0)
+
     async def run(self) -> None:
         await self.consumer.ensure_group()
         self._background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._take_overs())]
         try:
-            if isinstance(self.model, ContinuousModel):
-                await self._run_continuous(self.model)
-            else:
-                await self._run_batches()
+            await self._serve()
             if self._running:
                 await asyncio.wait(self._running)
         finally:
             await self._exit()
 
-    async def _run_batches(self) -> None:
-        instances = self.spec.instance_count
+    async def _serve(self) -> None:
+        """Batches for a batch runner, one request at a time for a continuous one: whichever the
+        newest version is, checked before every read (a new version may be of either kind)."""
         while not self._drained() or self._backlog:
+            default = self.versions.default
+            if default is None:  # unloaded: take no work until a version is loaded again
+                await self._wait_for_a_version()
+                continue
+            model = default.model
+            if isinstance(model, ContinuousModel):
+                if model.on_step is None:
+                    model.on_step = self.metrics.batch_size.labels(self.name, default.version).observe  # thread-safe
+                if model.room() <= 0:
+                    await model.wait_for_room()
+                jobs = await self._read_or_retry(lambda: self._read_jobs(max(1, model.room())))
+                for job in jobs:
+                    self._spawn(self._answer_one(job))
+                continue
             jobs = await self._read_or_retry(self._collect)
             if not jobs:
                 continue
-            while len(self._running) >= instances:
+            while len(self._running) >= jobs[0].version.spec.instance_count:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             self._spawn(self._process(jobs))
 
-    async def _run_continuous(self, model: ContinuousModel) -> None:
-        model.on_step = self.metrics.batch_size.labels(self.spec.name).observe  # thread-safe
-        while not self._drained() or self._backlog:
-            if model.room() <= 0:
-                await model.wait_for_room()
-            jobs = await self._read_or_retry(lambda: self._read_jobs(model.room()))
-            for job in jobs:
-                self._spawn(self._answer_one(model, job))
+    async def _wait_for_a_version(self) -> None:
+        waits = [asyncio.create_task(self.versions.available.wait()), asyncio.create_task(self._stopping.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self._block_ms() / 1000, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -199,7 +205,9 @@ class Worker:
     async def _heartbeats(self) -> None:
         while not self._exited:  # the flag, not only a cancel, ends it (see _exit)
             try:
-                await self.consumer.heartbeat(ready=not self._stopping.is_set())
+                versions = self.versions
+                ready = not self._stopping.is_set() and versions.accepting and bool(versions.current)
+                await self.consumer.heartbeat(ready=ready, announcement=versions.announcement())
             except RedisError as err:
                 log.warning("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_s)
@@ -222,12 +230,12 @@ class Worker:
 
     async def _run_taken_over(self, fresh: list[Delivery], poisoned: list[Delivery]) -> None:
         if poisoned:
-            self.metrics.dead_letters.labels(self.spec.name).inc(len(poisoned))
+            self.metrics.dead_letters.labels(self.name).inc(len(poisoned))
             err = InternalError(f"request failed on {self.settings.max_deliveries} deliveries; kept for inspection")
             await self.consumer.finish([], [_error_reply(d.request, err) for d in poisoned if d.request])
         if fresh:
             log.info("took over %d entries", len(fresh))
-            self.metrics.reclaimed.labels(self.spec.name).inc(len(fresh))
+            self.metrics.reclaimed.labels(self.name).inc(len(fresh))
             await self._run_reclaimed(await self._accept(fresh))
 
     # -- reading and batching -----------------------------------------------------------
@@ -247,10 +255,12 @@ class Worker:
         rows = 0
         new_jobs = await self._read_after_no_wait() or await self._read_jobs(self.policy.capacity)
         started = time.monotonic()
+        # The batch's version is its first request's (a batch holds one version), and so its policy.
+        policy = new_jobs[0].version.policy if new_jobs else self.policy
         while True:
             overflow: list[Delivery] = []
             for job in new_jobs:
-                if not overflow and self.policy.fits(rows, job.valid.rows):
+                if not overflow and policy.fits(rows, job.valid.rows) and (not jobs or job.version is jobs[0].version):
                     jobs.append(job)
                     rows += job.valid.rows
                 else:
@@ -262,15 +272,14 @@ class Worker:
                 return []
             # A request that did not fit ends this batch at once; so does the end of draining.
             now = time.monotonic()
-            if overflow or self._drained() or self.policy.ready(rows, now - started) or holds_all_inflight(jobs):
+            if overflow or self._drained() or policy.ready(rows, now - started) or holds_all_inflight(jobs):
                 return jobs
-            wait = self.estimator.plan(rows, self.policy.target(rows),
-                                       self.policy.remaining_delay_s(now - started), now)
+            wait = self.estimator.plan(rows, policy.target(rows), policy.remaining_delay_s(now - started), now)
             if wait <= 0:
                 self._no_wait_since = now
                 return jobs
             await asyncio.sleep(wait)
-            deliveries = await self.consumer.read(self.policy.capacity - rows, None)
+            deliveries = await self.consumer.read(policy.capacity - rows, None)
             self.estimator.observe(len(deliveries), time.monotonic() - now)
             if not deliveries:  # nothing came while it waited: the batch has stopped growing
                 return jobs
@@ -291,13 +300,13 @@ class Worker:
     async def _run_reclaimed(self, jobs: list[Job]) -> None:
         """Run taken-over entries at once, in batches by the policy: left for the main loop, they
         could wait out its blocking read and look stale again."""
-        if isinstance(self.model, ContinuousModel):
-            await asyncio.gather(*(self._answer_one(self.model, job) for job in jobs))
-            return
+        continuous = [job for job in jobs if isinstance(job.version.model, ContinuousModel)]
+        if continuous:
+            await asyncio.gather(*(self._answer_one(job) for job in continuous))
         batch: list[Job] = []
         rows = 0
-        for job in jobs:
-            if batch and not self.policy.fits(rows, job.valid.rows):
+        for job in (job for job in jobs if not isinstance(job.version.model, ContinuousModel)):
+            if batch and (job.version is not batch[0].version or not job.version.policy.fits(rows, job.valid.rows)):
                 await self._process(batch)
                 batch, rows = [], 0
             batch.append(job)
@@ -334,32 +343,41 @@ class Worker:
             entry = d.request
             if entry is None:
                 log.error("malformed stream entry %s moved to the dead-letter stream: fields %s", d.entry_id, sorted(d.fields))
-                self.metrics.requests.labels(self.spec.name, "malformed").inc()
+                self.metrics.requests.labels(self.name, "", "malformed").inc()
                 refused.append((d, None))
                 continue
+            default = self.versions.default
+            version = default.version if default is not None else ""  # until the request names its own
             try:
                 if entry.deadline < now:
-                    self.metrics.expired.labels(self.spec.name).inc()
+                    self.metrics.expired.labels(self.name).inc()
                     raise DeadlineExceeded(f"request waited {now - entry.enqueued:.3f}s in the queue, past its deadline")
                 try:
                     request = pb.ModelInferRequest.FromString(entry.payload)
                 except DecodeError as err:
                     raise InvalidArgument("request payload is not a ModelInferRequest") from err
-                jobs.append(Job(d, entry, request, validate(self.spec, request)))
+                loaded = self.versions.get(request.model_version)
+                version = loaded.version
+                jobs.append(Job(d, entry, request, validate(loaded.spec, request), loaded))
             except TensorgateError as err:
-                self.metrics.requests.labels(self.spec.name, err.reason).inc()
+                self.metrics.requests.labels(self.name, version, err.reason).inc()
                 refused.append((d, _error_reply(entry, err)))
         return jobs, refused
 
     # -- running: batches -----------------------------------------------------------------
     async def _process(self, jobs: list[Job]) -> None:
-        name = self.spec.name
+        """Run one batch (one version) off the event loop, then reply + ACK in one pipeline."""
+        name, loaded = self.name, jobs[0].version
+        version = loaded.version
         started = time.time()
-        outputs = [o.name for o in self.spec.outputs if any(o.name in j.valid.outputs for j in jobs)]
+        outputs = [o.name for o in loaded.spec.outputs if any(o.name in j.valid.outputs for j in jobs)]
         loop = asyncio.get_running_loop()
         poisoned: list[tuple[Job, str]] = []
+        loaded.running += 1  # the version is retired only once this is done
         try:
-            results, timings = await loop.run_in_executor(self.executor, self._run_batch, jobs, outputs)
+            results, timings = await loop.run_in_executor(
+                loaded.executor, run_batch, loaded, [j.valid for j in jobs], outputs, self.metrics,
+                self.settings.max_deliveries)
             replies: list[Reply] = []
             done: list[Job] = []
             for job, result in zip(jobs, results):
@@ -368,19 +386,21 @@ class Worker:
                     continue
                 done.append(job)
                 if isinstance(result, TensorgateError):
-                    self.metrics.requests.labels(name, result.reason).inc()
+                    self.metrics.requests.labels(name, version, result.reason).inc()
                     replies.append(_error_reply(job.entry, result))
                 else:
-                    self.metrics.requests.labels(name, "success").inc()
+                    self.metrics.requests.labels(name, version, "success").inc()
                     replies.append(self._ok_reply(job, result))
             ran = [j for j, r in zip(jobs, results) if isinstance(r, dict)]
             if ran:
-                self.statistics.add(name, self._execution(ran, started, timings))
+                self.statistics.add(name, version, self._execution(ran, started, timings))
         except Exception:
             log.exception("batch of %d failed", len(jobs))
             err = InternalError("the model failed on this batch")
             done, replies = jobs, [_error_reply(j.entry, err) for j in jobs]
-            self.metrics.requests.labels(name, "internal").inc(len(jobs))
+            self.metrics.requests.labels(name, version, "internal").inc(len(jobs))
+        finally:
+            loaded.running -= 1
         try:
             await self.consumer.finish([j.delivery.entry_id for j in done], replies)
             if poisoned:
@@ -393,95 +413,24 @@ class Worker:
 
     async def _dead_letter_poison(self, poisoned: list[tuple[Job, str]]) -> None:
         """Requests that failed the model alone, every attempt: kept for inspection, callers told."""
-        name = self.spec.name
         err = InternalError(f"the model failed on this request {self.settings.max_deliveries} times; kept for inspection")
         for job, reason in poisoned:
             log.error("request %s failed the model alone %d times (%s): dead-lettered",
                       job.entry.request_id, self.settings.max_deliveries, reason)
             await self.consumer.dead_letter([job.delivery], f"model failed: {reason}")
         await self.consumer.finish([], [_error_reply(job.entry, err) for job, _ in poisoned])
-        self.metrics.dead_letters.labels(name).inc(len(poisoned))
-        self.metrics.requests.labels(name, "internal").inc(len(poisoned))
+        self.metrics.dead_letters.labels(self.name).inc(len(poisoned))
+        for job, _ in poisoned:
+            self.metrics.requests.labels(self.name, job.version.version, "internal").inc()
 
     def _ok_reply(self, job: Job, outputs: dict[str, np.ndarray]) -> Reply:
-        response = build_response(self.spec.name, self.spec.version, job.request.id, outputs)
-        return job.entry.reply_to, ReplyEntry(job.entry.request_id, 0, "", response.SerializeToString())
-
-    def _run_batch(self, jobs: list[Job], outputs: list[str]) -> tuple[list[Result], tuple[int, int, int]]:
-        """Executor thread: prepare each request, concatenate, run, split. Returns per-job results
-        (outputs, the TensorgateError that refused the request, or Poison) and (input, infer,
-        output) ns."""
-        results: list[Result] = [{} for _ in jobs]
-        spans = [0, 0, 0]
-        t0 = time.perf_counter_ns()
-        prepared: dict[int, dict[str, np.ndarray]] = {}
-        for i, job in enumerate(jobs):
-            try:
-                prepared[i] = self.model.prepare(job.valid.inputs)
-            except TensorgateError as err:  # e.g. an undecodable image: this request alone fails
-                results[i] = err
-        spans[0] += time.perf_counter_ns() - t0
-        # Requests with different options (e.g. beam sizes), inputs, or shapes past the batch dim
-        # (an image model with dynamic height and width) cannot share one model call: they run
-        # in separate groups of the batch, as Triton does without ragged batching.
-        groups: dict[tuple[object, ...], list[int]] = {}
-        for i, inputs in prepared.items():
-            shapes = tuple((name, inputs[name].shape[1:]) for name in sorted(inputs))
-            groups.setdefault((jobs[i].valid.options, shapes), []).append(i)
-        for members in groups.values():
-            self._run_group(jobs, prepared, members, outputs, results, spans)
-        m = self.metrics
-        m.batch_size.labels(self.spec.name).observe(sum(j.valid.rows for j in jobs))
-        m.compute_duration.labels(self.spec.name).observe(sum(spans) / 1e9)
-        return results, (spans[0], spans[1], spans[2])
-
-    def _run_group(self, jobs: list[Job], prepared: dict[int, dict[str, np.ndarray]], members: list[int],
-                   outputs: list[str], results: list[Result], spans: list[int]) -> None:
-        """Run requests of equal options in one model call. If the model fails, split the group in
-        halves and run each, down to the request that fails alone: its batch-mates are answered.
-        A request that fails alone is tried `max_deliveries` times on its own before it is poison."""
-        t0 = time.perf_counter_ns()
-        group = [jobs[i] for i in members]
-        rows = [j.valid.rows for j in group]
-        names = list(prepared[members[0]])
-        if len(members) == 1 or not self.policy.batching:
-            feed = prepared[members[0]]
-        else:
-            feed = {name: np.concatenate([prepared[i][name] for i in members]) for name in names}
-        t1 = time.perf_counter_ns()
-        attempts = self.settings.max_deliveries if len(members) == 1 else 1
-        failure = ""
-        for _ in range(max(1, attempts)):
-            try:
-                merged = self.model.run(feed, outputs, dict(group[0].valid.options))
-                break
-            except Exception as err:  # the model itself failed: find the culprit
-                failure = f"{type(err).__name__}: {err}"
-                log.warning("model call over %d request(s) failed: %s", len(members), failure)
-        else:
-            spans[1] += time.perf_counter_ns() - t1
-            if len(members) == 1:
-                results[members[0]] = Poison(failure)
-                return
-            half = len(members) // 2
-            self._run_group(jobs, prepared, members[:half], outputs, results, spans)
-            self._run_group(jobs, prepared, members[half:], outputs, results, spans)
-            return
-        t2 = time.perf_counter_ns()
-        if self.policy.batching and len(members) > 1:
-            parts = {k: split_rows(v, rows) for k, v in merged.items()}
-            for n, (i, j) in enumerate(zip(members, group)):
-                results[i] = {k: parts[k][n] for k in j.valid.outputs}
-        else:
-            results[members[0]] = {k: merged[k] for k in group[0].valid.outputs}
-        t3 = time.perf_counter_ns()
-        spans[0] += t1 - t0
-        spans[1] += t2 - t1
-        spans[2] += t3 - t2
+        response = build_response(self.name, job.version.version, job.request.id, outputs)
+        return job.entry.reply_to, ReplyEntry(job.entry.request_id, 0, "", response.SerializeToString(),
+                                              version=job.version.version)
 
     def _execution(self, jobs: Sequence[Job], started: float, timings: tuple[int, int, int]) -> dict[str, int]:
         queue_ns = 0
-        observe = self.metrics.queue_duration.labels(self.spec.name).observe
+        observe = self.metrics.queue_duration.labels(self.name, jobs[0].version.version).observe
         for job in jobs:
             waited = max(0.0, started - job.entry.enqueued)
             observe(waited)
@@ -489,27 +438,33 @@ class Worker:
         return execution_fields(sum(j.valid.rows for j in jobs), len(jobs), timings, queue_ns)
 
     # -- running: one request on a continuous runner ------------------------------------------
-    async def _answer_one(self, model: ContinuousModel, job: Job) -> None:
+    async def _answer_one(self, job: Job) -> None:
+        loaded = job.version
+        version = loaded.version
         started = time.time()
         t0 = time.perf_counter_ns()
+        loaded.running += 1
         try:
-            outputs = await model.infer(job.valid.inputs, job.valid.outputs, dict(job.valid.options), self.executor)
+            outputs = await loaded.model.infer(job.valid.inputs, job.valid.outputs, dict(job.valid.options),
+                                               loaded.executor)
             elapsed = time.perf_counter_ns() - t0
             reply = self._ok_reply(job, outputs)
-            self.statistics.add(self.spec.name, self._execution([job], started, (0, elapsed, 0)))
-            self.metrics.compute_duration.labels(self.spec.name).observe(elapsed / 1e9)
+            self.statistics.add(self.name, version, self._execution([job], started, (0, elapsed, 0)))
+            self.metrics.compute_duration.labels(self.name, version).observe(elapsed / 1e9)
             outcome = "success"
         except TensorgateError as err:
             reply, outcome = _error_reply(job.entry, err), err.reason
         except Exception:
             log.exception("request %s failed", job.entry.request_id)
             reply, outcome = _error_reply(job.entry, InternalError("the model failed on this request")), "internal"
+        finally:
+            loaded.running -= 1
         try:
             await self._answers.submit((job.delivery.entry_id, reply))
         except RedisError as err:
             log.warning("could not write a reply (%s); the entry stays pending", err)
         else:
-            self.metrics.requests.labels(self.spec.name, outcome).inc()
+            self.metrics.requests.labels(self.name, version, outcome).inc()
         finally:
             self._pending.dec()
 

@@ -1,6 +1,6 @@
 """Counters behind ModelStatistics, added up in the process and flushed to Redis on a timer.
 
-Every process (gateways, replicas) adds into the same `stats:<model>` hashes, but never on a
+Every process (gateways, replicas) adds into the same `stats:<model>:<version>` hashes, but never on a
 request's path: one HINCRBY per counter per flush instead of a dozen per execution.
 """
 
@@ -27,15 +27,16 @@ class StatisticsBuffer:
     def __init__(self, redis: aioredis.Redis, interval_s: float = FLUSH_S) -> None:
         self._redis = redis
         self._interval_s = interval_s
-        self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self._last_ms: dict[str, int] = {}
+        self._counts: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        self._last_ms: dict[tuple[str, str], int] = {}
         self._closing = asyncio.Event()
 
-    def add(self, model: str, fields: Mapping[str, int], inference: bool = True) -> None:
-        """Count one event (execution or answered request); `inference` stamps last_inference."""
-        self._counts[model].update(fields)
+    def add(self, model: str, version: str, fields: Mapping[str, int], inference: bool = True) -> None:
+        """Count one event (execution or answered request) of a model version; `inference`
+        stamps last_inference."""
+        self._counts[model, version].update(fields)
         if inference:
-            self._last_ms[model] = int(time.time() * 1000)
+            self._last_ms[model, version] = int(time.time() * 1000)
 
     async def flush(self) -> None:
         counts, self._counts = self._counts, defaultdict(Counter)
@@ -43,20 +44,20 @@ class StatisticsBuffer:
         if not counts and not last:
             return
         pipe = self._redis.pipeline(transaction=False)
-        for model, fields in counts.items():
-            key = keys.statistics(model)
+        for (model, version), fields in counts.items():
+            key = keys.statistics(model, version)
             for field, amount in fields.items():
                 pipe.hincrby(key, field, amount)
-        for model, ms in last.items():
-            pipe.hset(keys.statistics(model), LAST_INFERENCE, ms)
+        for (model, version), ms in last.items():
+            pipe.hset(keys.statistics(model, version), LAST_INFERENCE, ms)
         try:
             await pipe.execute()
         except (RedisError, TimeoutError) as err:  # kept for the next flush, not lost
             log.warning("statistics not recorded yet (%s); will retry", err)
-            for model, fields in counts.items():
-                self._counts[model].update(fields)
-            for model, ms in last.items():
-                self._last_ms.setdefault(model, ms)
+            for pair, fields in counts.items():
+                self._counts[pair].update(fields)
+            for pair, ms in last.items():
+                self._last_ms.setdefault(pair, ms)
 
     async def run(self) -> None:
         """Flush every interval until `close`."""
@@ -72,6 +73,6 @@ class StatisticsBuffer:
         await self.flush()
 
 
-async def read_statistics(redis: aioredis.Redis, model: str) -> dict[str, int]:
-    raw: dict[bytes, bytes] = await redis.hgetall(keys.statistics(model))  # type: ignore[assignment]
+async def read_statistics(redis: aioredis.Redis, model: str, version: str) -> dict[str, int]:
+    raw: dict[bytes, bytes] = await redis.hgetall(keys.statistics(model, version))  # type: ignore[assignment]
     return {k.decode(): int(v) for k, v in raw.items()}

@@ -29,6 +29,27 @@ def alive(model: str) -> str:
     return f"alive:{model}"
 
 
-def statistics(model: str) -> str:
-    """Hash of counters and nanosecond totals behind ModelStatistics, shared by all processes."""
-    return f"stats:{model}"
+def statistics(model: str, version: str) -> str:
+    """Hash of counters and nanosecond totals behind ModelStatistics of one model version, shared
+    by all processes."""
+    return f"stats:{model}:{version}"
+
+
+MODELS = "models"
+"""Sorted set: model name -> unix time of the last heartbeat of any of its replicas (the live
+catalogue the gateways serve from)."""
+
+
+def serving(model: str) -> str:
+    """Hash: replica consumer name -> JSON of what it serves ({version: state and reason})."""
+    return f"serving:{model}"
+
+
+def configs(model: str) -> str:
+    """Hash: version -> serialized inference.ModelConfig, as the replicas loaded it."""
+    return f"config:{model}"
+
+
+def control(model: str) -> str:
+    """Pub/sub channel: repository commands (load, unload) for every replica of a model."""
+    return f"control:{model}"

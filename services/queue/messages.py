@@ -53,12 +53,13 @@ class ReplyEntry:
     code: int  # gRPC status code number; 0 = OK and payload holds the response
     message: str = ""
     payload: bytes = b""  # serialized ModelInferResponse
+    version: str = ""  # the model version that answered (its statistics are counted under it)
 
     def to_fields(self) -> dict[str, str | bytes]:
         """Only what the gateway reads: a success carries no message, a failure no payload."""
         if self.code:
             return {"id": self.request_id, "code": str(self.code), "message": self.message}
-        return {"id": self.request_id, "code": "0", "payload": self.payload}
+        return {"id": self.request_id, "code": "0", "payload": self.payload, "version": self.version}
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> ReplyEntry:
@@ -67,4 +68,5 @@ class ReplyEntry:
             code=int(fields[b"code"]),
             message=fields.get(b"message", b"").decode(),
             payload=fields.get(b"payload", b""),
+            version=fields.get(b"version", b"").decode(),
         )

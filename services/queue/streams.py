@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import ResponseError
 
 from services.queue import keys
+from services.queue.catalog import Announcement
 from services.queue.messages import ReplyEntry, RequestEntry
 
 # Admission and append in one atomic step, for any number of entries of one model: each is
@@ -198,6 +199,7 @@ class RequestConsumer:
         for name in dead:
             if pending[name] == 0:  # gone and owes nothing: forget it
                 await self._redis.xgroup_delconsumer(self.stream, keys.GROUP, name)
+                await self._redis.hdel(keys.serving(self.model), name)
                 continue
             held: Any = await self._redis.xpending_range(self.stream, keys.GROUP, "-", "+", pending[name], consumername=name)
             ids = [h["message_id"] for h in held]
@@ -234,13 +236,21 @@ class RequestConsumer:
         pipe.xdel(self.stream, *ids)
         await pipe.execute()
 
-    async def heartbeat(self, ready: bool = True) -> None:
-        """I am alive (and, when `ready`, take new work): one round trip."""
+    async def heartbeat(self, ready: bool = True, announcement: Announcement | None = None) -> None:
+        """I am alive (and, when `ready`, take new work), serving what `announcement` says (see
+        services.queue.catalog): one round trip."""
         now = time.time()
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(keys.alive(self.model), {self.consumer: now})
         if ready:
             pipe.zadd(keys.replicas(self.model), {self.consumer: now})
+        else:
+            pipe.zrem(keys.replicas(self.model), self.consumer)
+        if announcement is not None:
+            pipe.zadd(keys.MODELS, {self.model: now})
+            pipe.hset(keys.serving(self.model), self.consumer, announcement.to_json())
+            if announcement.configs:
+                pipe.hset(keys.configs(self.model), mapping=dict(announcement.configs))  # type: ignore[arg-type]
         await pipe.execute()
 
     async def leave(self) -> None:
@@ -252,6 +262,7 @@ class RequestConsumer:
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrem(keys.alive(self.model), self.consumer)
         pipe.zrem(keys.replicas(self.model), self.consumer)
+        pipe.hdel(keys.serving(self.model), self.consumer)
         await pipe.execute()
 
 

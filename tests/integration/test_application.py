@@ -41,14 +41,14 @@ def test_classify_pixels_equals_onnxruntime_with_top_k(stack: Stack) -> None:
     images = np.random.default_rng(7).random((5, 1, 28, 28), dtype=np.float32)
     expected = ort.InferenceSession(str(stack.repo / "mnist_mlp" / "1" / "model.onnx"),
                                     providers=["CPUExecutionProvider"]).run(["probabilities"], {"image": images})[0]
-    before = scrape(stack.gateway.metrics_port).get('tensorgate_requests_total{model="mnist_mlp",outcome="success"}', 0)
+    before = scrape(stack.gateway.metrics_port).get('tensorgate_requests_total{model="mnist_mlp",outcome="success",version="1"}', 0)
     response = api(stack).Classify(pixels_request(images, top_k=3), timeout=10)
     assert response.model == "mnist_mlp" and response.model_version == "1" and len(response.results) == 5
     for result, row in zip(response.results, expected):
         np.testing.assert_allclose(result.probabilities, row, atol=1e-6)
         assert result.label == row.argmax() and result.probability == pytest.approx(row.max(), abs=1e-6)
         assert [c.label for c in result.top] == list(np.argsort(-row)[:3])
-    after = scrape(stack.gateway.metrics_port)['tensorgate_requests_total{model="mnist_mlp",outcome="success"}']
+    after = scrape(stack.gateway.metrics_port)['tensorgate_requests_total{model="mnist_mlp",outcome="success",version="1"}']
     assert after == before + 1  # the pixels went as one queued request, counted as ModelInfer's are
 
 

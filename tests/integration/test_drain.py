@@ -27,7 +27,7 @@ def redis_client(url: str) -> redis.Redis:
 
 
 def read_statistics(url: str) -> dict[str, int]:
-    raw = redis.Redis.from_url(url).hgetall(keys.statistics("mnist_mlp"))
+    raw = redis.Redis.from_url(url).hgetall(keys.statistics("mnist_mlp", "1"))
     return {k.decode(): int(v) for k, v in raw.items()}
 
 

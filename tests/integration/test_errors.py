@@ -109,4 +109,4 @@ def test_expired_request_gets_deadline_exceeded_and_is_dropped_by_the_replica(st
     assert response_outputs(good)["probabilities"].shape == (1, 10)
     time.sleep(0.3)
     samples = scrape(stack.services["small_queue"].metrics_port)
-    assert samples.get('tensorgate_requests_total{model="small_queue",outcome="deadline_exceeded"}', 0) >= 1
+    assert samples.get('tensorgate_requests_total{model="small_queue",outcome="deadline_exceeded",version="1"}', 0) >= 1

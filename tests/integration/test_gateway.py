@@ -59,11 +59,11 @@ def test_concurrent_requests_are_batched(stack: Stack) -> None:
     for i, response in enumerate(responses):
         np.testing.assert_allclose(response_outputs(response)["probabilities"][0], expected[i], atol=1e-6)
     after = scrape(service.metrics_port)
-    key = '{model="mnist_mlp"}'
+    key = '{model="mnist_mlp",version="1"}'
     rows = after[f"tensorgate_batch_size_sum{key}"] - before.get(f"tensorgate_batch_size_sum{key}", 0)
     batches = after[f"tensorgate_batch_size_count{key}"] - before.get(f"tensorgate_batch_size_count{key}", 0)
-    singles = after['tensorgate_batch_size_bucket{le="1.0",model="mnist_mlp"}'] - before.get(
-        'tensorgate_batch_size_bucket{le="1.0",model="mnist_mlp"}', 0)
+    singles = after['tensorgate_batch_size_bucket{le="1.0",model="mnist_mlp",version="1"}'] - before.get(
+        'tensorgate_batch_size_bucket{le="1.0",model="mnist_mlp",version="1"}', 0)
     assert rows == 96
     assert batches < 96 and rows / batches > 1.5, f"{batches} batches for 96 requests"
     assert singles < batches  # some batches really held more than one request

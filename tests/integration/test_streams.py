@@ -72,11 +72,11 @@ def test_statistics_buffer_adds_up_in_process_and_flushes(redis_url: str) -> Non
         redis = streams.connect(redis_url, 5.0)
         buffer = StatisticsBuffer(redis, interval_s=0.05)
         runner = asyncio.create_task(buffer.run())
-        buffer.add("stats_model", {"execution_count": 1, "inference_count": 4})
-        buffer.add("stats_model", {"execution_count": 1, "inference_count": 2})
-        before = await read_statistics(redis, "stats_model")  # nothing reached Redis yet
+        buffer.add("stats_model", "1", {"execution_count": 1, "inference_count": 4})
+        buffer.add("stats_model", "1", {"execution_count": 1, "inference_count": 2})
+        before = await read_statistics(redis, "stats_model", "1")  # nothing reached Redis yet
         await asyncio.sleep(0.2)
-        after = await read_statistics(redis, "stats_model")
+        after = await read_statistics(redis, "stats_model", "1")
         await buffer.close()
         await runner
         await redis.aclose()
@@ -92,14 +92,14 @@ def test_statistics_buffer_keeps_counts_when_redis_is_unreachable(tmp_path: Path
     async def main() -> dict[str, int]:
         dead = streams.connect("redis://127.0.0.1:1/0", 0.2)
         buffer = StatisticsBuffer(dead)
-        buffer.add("m", {"success_count": 3})
+        buffer.add("m", "1", {"success_count": 3})
         await buffer.flush()  # logs, keeps the counts
         server = RedisServer(tmp_path / "late")
         try:
             live = streams.connect(server.url, 5.0)
             buffer._redis = live  # the same buffer, Redis back
             await buffer.flush()
-            stats = await read_statistics(live, "m")
+            stats = await read_statistics(live, "m", "1")
             await live.aclose()
         finally:
             server.stop()

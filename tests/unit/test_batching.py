@@ -79,7 +79,7 @@ def test_a_batch_holding_everything_its_gateways_had_in_flight_goes_at_once() ->
 
     def job(gateway: str, inflight: int) -> Job:
         entry = RequestEntry("r", gateway, 0.0, 0.0, b"", inflight=inflight)
-        return Job(None, entry, None, None)  # type: ignore[arg-type]
+        return Job(None, entry, None, None, None)  # type: ignore[arg-type]
 
     assert holds_all_inflight([job("rep:a", 1)])  # a lone closed-loop client
     assert holds_all_inflight([job("rep:a", 1), job("rep:a", 3), job("rep:a", 2)])  # all three of a

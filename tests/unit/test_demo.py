@@ -22,9 +22,9 @@ def test_quantile_interpolates_inside_its_bucket_as_prometheus_does() -> None:
 
 def test_latency_table_reads_the_gateway_histogram() -> None:
     metrics = Metrics(CollectorRegistry())
-    for seconds in [0.002] * 50 + [0.02] * 45 + [0.2] * 5:
-        metrics.request_duration.labels("mnist_cnn").observe(seconds)
-    metrics.request_duration.labels("digit_gan").observe(0.004)
+    for n, seconds in enumerate([0.002] * 50 + [0.02] * 45 + [0.2] * 5):
+        metrics.request_duration.labels("mnist_cnn", str(1 + n % 2)).observe(seconds)  # two versions, added up
+    metrics.request_duration.labels("digit_gan", "1").observe(0.004)
     rows = latency_table(generate_latest(metrics.registry).decode())
     assert [(model, count) for model, count, *_ in rows] == [("digit_gan", 1), ("mnist_cnn", 100)]
     _, _, p50, p95, p99 = rows[1]

@@ -1,0 +1,74 @@
+"""Which versions a replica serves (version_policy) and how the gateway reads the replicas'
+announcements into one state per version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+
+from services.errors import ModelNotFound
+from services.proto import model_config_pb2 as mc
+from services.queue.catalog import LOADING, READY, UNAVAILABLE, Announcement, ModelView, ReplicaView, VersionState
+from services.repository import load_spec, load_specs, select_versions
+from tests.support import make_tiny_repository
+
+AVAILABLE = ["1", "2", "10", "3"]
+
+
+def policy(text: str) -> mc.ModelConfig:
+    return text_format.Parse(f"version_policy {{ {text} }}" if text else "", mc.ModelConfig())
+
+
+@pytest.mark.parametrize(("text", "served"), [
+    ("", ["10"]),  # Triton's default: the newest one, by number not by name
+    ("latest { num_versions: 2 }", ["3", "10"]),
+    ("all { }", ["1", "2", "3", "10"]),
+    ("specific { versions: [1, 3, 7] }", ["1", "3"]),  # listed and present
+])
+def test_version_policy_selects_as_triton_does(text: str, served: list[str]) -> None:
+    assert select_versions(policy(text), AVAILABLE) == served
+
+
+def test_load_specs_follows_the_policy_and_a_pinned_version_wins(tmp_path: Path) -> None:
+    model = make_tiny_repository(tmp_path, "m") / "m"
+    for version in ("2", "3"):
+        (model / version).mkdir()
+    config = model / "config.pbtxt"
+    config.write_text(config.read_text() + "version_policy { latest { num_versions: 2 } }\n")
+    assert sorted(load_specs(model)) == ["2", "3"]
+    assert load_spec(model).version == "3"
+    assert list(load_specs(model, "1")) == ["1"]  # pinned in the settings: served whatever the policy
+    with pytest.raises(ModelNotFound, match="no version 9"):
+        load_specs(model, "9")
+    config.write_text(config.read_text().replace("latest { num_versions: 2 }", "specific { versions: [7] }"))
+    with pytest.raises(ModelNotFound, match="selects none"):
+        load_specs(model)
+
+
+def view(*replicas: tuple[bool, dict[str, VersionState]]) -> ModelView:
+    return ModelView("m", tuple(ReplicaView(f"r{i}", ready, versions) for i, (ready, versions) in enumerate(replicas)))
+
+
+def test_a_version_is_ready_when_a_ready_replica_serves_it() -> None:
+    switching = view((True, {"1": VersionState(READY), "2": VersionState(READY)}),
+                     (True, {"1": VersionState(READY), "2": VersionState(LOADING, "loading")}))
+    assert switching.versions() == ["1", "2"]
+    assert switching.state("2") == VersionState(READY)
+    assert switching.ready_on("2") == (1, 2)  # a request naming 2 must wait until both have it
+    assert switching.ready_on("1") == (2, 2)
+    loading = view((True, {"1": VersionState(READY), "2": VersionState(LOADING, "loading")}))
+    assert loading.state("2").state == LOADING
+    draining = view((False, {"1": VersionState(READY)}))
+    assert draining.state("1") == VersionState(UNAVAILABLE, "its replicas are draining")
+    failed = view((True, {"1": VersionState(READY), "2": VersionState(UNAVAILABLE, "failed to load: bad graph")}))
+    assert failed.state("2") == VersionState(UNAVAILABLE, "failed to load: bad graph")
+    assert view((True, {"1": VersionState(READY)})).versions() == ["1"]
+
+
+def test_announcements_survive_the_round_trip_and_garbage_reads_as_nothing() -> None:
+    sent = Announcement({"1": VersionState(READY), "2": VersionState(LOADING, "loading")})
+    assert Announcement.versions_from_json(sent.to_json()) == dict(sent.versions)
+    assert Announcement.versions_from_json(b"not json") == {}
+    assert Announcement.versions_from_json(b'{"1": 5}') == {}
