@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-PROTO_OUT := services/proto
+PROTO_OUT := tensorgate/proto
 PROTO_STAMP := $(PROTO_OUT)/grpc_service_pb2.py
 EXTRAS ?= cpu,train,dev
 # Validators of the Kubernetes manifests (tests/deploy/test_k8s.py), installed by `make test`;
@@ -33,7 +33,7 @@ venv: $(STAMP)  ## the virtualenv with the project and its extras (EXTRAS=cpu,tr
 $(PROTO_STAMP): $(STAMP) protos/grpc_service.proto protos/model_config.proto protos/tensorgate.proto protos/generate.sh
 	PYTHON=$(PY) sh protos/generate.sh
 
-protos: $(PROTO_STAMP)  ## generate the gRPC/protobuf code into services/proto (never edited by hand)
+protos: $(PROTO_STAMP)  ## generate the gRPC/protobuf code into tensorgate/proto (never edited by hand)
 
 data: $(STAMP)  ## download MNIST (checksummed) into data/mnist
 	$(PY) -m training.data.mnist

@@ -24,7 +24,7 @@ def call(url: str, method: str, request: object, headers: Mapping[str, str] | No
     cannot be imported beside them: both register model_config.proto)."""
     import grpc
 
-    from services.proto import grpc_service_pb2_grpc
+    from tensorgate.proto import grpc_service_pb2_grpc
 
     with grpc.insecure_channel(url) as channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -32,7 +32,7 @@ def call(url: str, method: str, request: object, headers: Mapping[str, str] | No
 
 
 def read_counters(url: str, model: str, headers: Mapping[str, str] | None = None) -> Counters:
-    from services.proto import grpc_service_pb2 as pb
+    from tensorgate.proto import grpc_service_pb2 as pb
 
     reply = call(url, "ModelStatistics", pb.ModelStatisticsRequest(name=model), headers)
     stats = [s for s in reply.model_stats if s.name == model]

@@ -60,7 +60,7 @@ def render(checks: Sequence[Check]) -> str:
 
 def run_checks(args: argparse.Namespace) -> list[Check]:
     from services.client import Client, load_digit
-    from services.repository import load_repository
+    from tensorgate.repository import load_repository
 
     repo = Path(args.model_repository)
     specs = load_repository(repo)

@@ -44,7 +44,7 @@ def record(run: Run, results: list[LoadRow | LevelFailure]) -> None:
 
 
 def ort_part(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> None:
-    from services.repository import load_spec
+    from tensorgate.repository import load_spec
 
     for model in args.models:
         spec = load_spec(Path(args.model_repository) / model)
@@ -55,7 +55,7 @@ def ort_part(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> No
 
 
 def model_meta(args: argparse.Namespace, run: Run) -> None:
-    from services.repository import load_spec
+    from tensorgate.repository import load_spec
 
     for model in args.models:
         spec = load_spec(Path(args.model_repository) / model)

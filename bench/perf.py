@@ -165,8 +165,8 @@ def input_data(model_dir: Path, out: Path, samples: int = 16, seed: int = 0) -> 
     """perf_analyzer input data: `samples` requests of one row each, floats uniform in [0, 1) as
     pixels are, integers 0. (perf_analyzer's own `random` fills FP32 tensors with random bits,
     NaN and infinities among them, which the gateway refuses.)"""
-    from services.repository import load_spec
-    from services.tensors import DTYPES
+    from tensorgate.repository import load_spec
+    from tensorgate.tensors import DTYPES
 
     spec = load_spec(model_dir)
     rng = np.random.default_rng(seed)

@@ -90,7 +90,7 @@ class Stack:
 
     def __init__(self, models: Sequence[str], model_repository: Path, state_dir: Path, ready_timeout_s: float,
                  env: dict[str, str] | None = None) -> None:
-        from services.repository import load_repository
+        from tensorgate.repository import load_repository
 
         width = len(load_repository(model_repository)) + 4  # one slot per model of the repository
         gw, gw_metrics, redis_port, prom = free_ports(4)
@@ -173,8 +173,8 @@ def perf_repository(src: Path, dst: Path) -> Path:
     import onnx
     from google.protobuf import text_format
 
-    from services.proto import model_config_pb2 as mc
-    from services.repository import CONFIG_FILE, load_spec
+    from tensorgate.proto import model_config_pb2 as mc
+    from tensorgate.repository import CONFIG_FILE, load_spec
 
     for model_dir in sorted(p for p in src.iterdir() if (p / CONFIG_FILE).is_file()):
         out = dst / model_dir.name

@@ -135,7 +135,7 @@ class InProcess:
                  todays: bool = True) -> None:
         """`todays`: all_at_once also times today's search (TODAYS_COMMIT) in the same run."""
         from services.modelservice.runners.translator import translator as current
-        from services.repository import load_spec
+        from tensorgate.repository import load_spec
 
         module = module or current
         Translator = module.Translator

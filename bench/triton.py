@@ -71,7 +71,7 @@ def venv_version(python: Path, dist: str) -> str:
 
 def model_entry(model_repository: Path, name: str) -> dict[str, Any]:
     """What the server script needs of one model, read from its config.pbtxt."""
-    from services.repository import load_spec
+    from tensorgate.repository import load_spec
 
     spec = load_spec(model_repository / name)
     if len(spec.inputs) != 1 or len(spec.outputs) != 1 or spec.inputs[0].datatype != "FP32":
@@ -125,7 +125,7 @@ class PyTritonPeer:
             time.sleep(0.3)
 
     def server_version(self) -> str:
-        from services.proto import grpc_service_pb2 as pb
+        from tensorgate.proto import grpc_service_pb2 as pb
 
         return str(call(self.url, "ServerMetadata", pb.ServerMetadataRequest(), self.headers).version)
 

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.repository import load_repository
+from tensorgate.repository import load_repository
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "mnist"
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.errors import InvalidArgument, ModelNotFound
-from services.proto import grpc_service_pb2 as pb
-from services.repository import ModelSpec, TensorSpec
-from services.tensors import request_inputs
+from tensorgate.errors import InvalidArgument, ModelNotFound
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.repository import ModelSpec, TensorSpec
+from tensorgate.tensors import request_inputs
 
 
 @dataclass(frozen=True)

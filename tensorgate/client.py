@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from services.proto import grpc_service_pb2 as kserve
-from services.proto import grpc_service_pb2_grpc, tensorgate_pb2_grpc
+from tensorgate.proto import grpc_service_pb2 as kserve
+from tensorgate.proto import grpc_service_pb2_grpc, tensorgate_pb2_grpc
 from tensorgate import wire
 from tensorgate.results import Classified, Generated, InferenceError, ModelState, Translation
 

@@ -9,9 +9,9 @@ batching on. Any other dynamic dimension becomes -1. A graph with a fixed first 
 anywhere does not batch (`max_batch_size: 0`, full dims).
 
 What the servers cannot serve is refused with `ImportRefused` before anything is written:
-a file that is not an ONNX model, a tensor of a datatype services/tensors.py cannot carry, a
+a file that is not an ONNX model, a tensor of a datatype tensorgate/tensors.py cannot carry, a
 graph ONNX Runtime cannot load, a model folder that exists already (unless `force`). The last
-check reads the new folder back with `services.repository.load_spec`, the servers' own reader.
+check reads the new folder back with `tensorgate.repository.load_spec`, the servers' own reader.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 import onnx
 from google.protobuf import text_format
 
-from services.proto import model_config_pb2 as mc
-from services.repository import CONFIG_FILE, ModelSpec, datatype_name, load_spec
-from services.tensors import DTYPES
+from tensorgate.proto import model_config_pb2 as mc
+from tensorgate.repository import CONFIG_FILE, ModelSpec, datatype_name, load_spec
+from tensorgate.tensors import DTYPES
 
 PLATFORM = "onnxruntime_onnx"
 MODEL_FILE = "model.onnx"
@@ -41,7 +41,7 @@ DEFAULT_QUEUE_DELAY_US = 1000
 DEFAULT_MAX_QUEUE_SIZE = 1024
 
 # ONNX element type -> Triton config datatype. Types missing here (complex, float8, int4, ...)
-# have no Triton datatype at all; BFLOAT16 has one, but services/tensors.py cannot carry it.
+# have no Triton datatype at all; BFLOAT16 has one, but tensorgate/tensors.py cannot carry it.
 ONNX_TO_TRITON: dict[int, mc.DataType] = {
     onnx.TensorProto.FLOAT: mc.TYPE_FP32,
     onnx.TensorProto.DOUBLE: mc.TYPE_FP64,

@@ -12,9 +12,9 @@ from typing import Any, Union
 import grpc
 import numpy as np
 
-from services.proto import grpc_service_pb2 as kserve
-from services.proto import tensorgate_pb2 as pb
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as kserve
+from tensorgate.proto import tensorgate_pb2 as pb
+from tensorgate.tensors import add_input, response_outputs
 from tensorgate.results import Classified, Generated, ModelState, Translation
 
 # One image for classify: a file path or the file's bytes (PNG, JPEG, BMP, GIF, WebP; the server

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from services.errors import InvalidArgument
+from tensorgate.errors import InvalidArgument
 from services.modelservice.runners.onnx import OnnxModel
 
 

@@ -18,12 +18,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.errors import ModelNotFound, Unavailable
+from tensorgate.errors import ModelNotFound, Unavailable
 from services.grpc.backend import IndexEntry
-from services.proto import model_config_pb2 as mc
+from tensorgate.proto import model_config_pb2 as mc
 from services.queue import catalog, keys
 from services.queue.catalog import ModelView
-from services.repository import ModelSpec, load_repository, spec_from_config
+from tensorgate.repository import ModelSpec, load_repository, spec_from_config
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from services.coalesce import Coalescer
-from services.errors import DeadlineExceeded, ModelNotFound, QueueFull, Unavailable, from_status
+from tensorgate.errors import DeadlineExceeded, ModelNotFound, QueueFull, Unavailable, from_status
 from services.gateway.catalog import REFRESH_S, Catalog
 from services.grpc.backend import IndexEntry
 from services.grpc.handlers import InferCall
@@ -29,7 +29,7 @@ from services.metrics import Metrics
 from services.queue import keys, streams
 from services.queue.counters import StatisticsBuffer, read_statistics
 from services.queue.messages import ReplyEntry, RequestEntry
-from services.repository import ModelSpec
+from tensorgate.repository import ModelSpec
 from services.settings import GatewaySettings
 from services.validation import ValidRequest
 

@@ -18,14 +18,14 @@ import grpc
 import numpy as np
 
 from services import grid
-from services.errors import InvalidArgument
+from tensorgate.errors import InvalidArgument
 from services.grpc.handlers import InferCall
 from services.grpc.status import lenient, rpc, stream_rpc
-from services.proto import grpc_service_pb2 as kserve
-from services.proto import tensorgate_pb2 as pb
-from services.proto import tensorgate_pb2_grpc
-from services.repository import ModelSpec
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as kserve
+from tensorgate.proto import tensorgate_pb2 as pb
+from tensorgate.proto import tensorgate_pb2_grpc
+from tensorgate.repository import ModelSpec
+from tensorgate.tensors import add_input, response_outputs
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Tensorgate"]
 DEFAULT_CLASSIFIER = "mnist_cnn"

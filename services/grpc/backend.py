@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.grpc.handlers import InferCall
-from services.repository import ModelSpec
+from tensorgate.repository import ModelSpec
 from services.validation import ValidRequest
 
 

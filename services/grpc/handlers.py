@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 

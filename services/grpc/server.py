@@ -14,7 +14,7 @@ from services.grpc.application import ApplicationServicer, add_application_servi
 from services.grpc.auth import ApiKeyInterceptor
 from services.grpc.handlers import add_inference_service
 from services.grpc.tls import TlsFiles
-from services.proto import grpc_service_pb2, grpc_service_pb2_grpc
+from tensorgate.proto import grpc_service_pb2, grpc_service_pb2_grpc
 from services.settings import ServerSettings
 
 KSERVE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name

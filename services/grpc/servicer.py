@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 
 from services import __version__
-from services.errors import INTERNAL_MESSAGE, InvalidArgument, ModelNotFound, TensorgateError
+from tensorgate.errors import INTERNAL_MESSAGE, InvalidArgument, ModelNotFound, TensorgateError
 from services.grpc import statistics
 from services.grpc.backend import Backend
 from services.grpc.handlers import InferCall, stream_response
 from services.grpc.status import rpc
 from services.metrics import Metrics
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
-from services.repository import ModelSpec
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
+from tensorgate.repository import ModelSpec
 from services.validation import validate
 
 log = logging.getLogger(__name__)

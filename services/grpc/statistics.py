@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from services.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2 as pb
 
 INFER_STATS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 BATCH_STATS = ("compute_input", "compute_infer", "compute_output")

@@ -1,6 +1,6 @@
 """The one place where errors become gRPC statuses, for every servicer method of every service.
 
-Typed errors (services.errors) keep their code and message; anything else becomes INTERNAL with
+Typed errors (tensorgate.errors) keep their code and message; anything else becomes INTERNAL with
 a fixed message, logged here, so internals never reach a client. A request that could not be
 parsed (see `lenient`) is the caller's INVALID_ARGUMENT, not gRPC's own INTERNAL.
 """
@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
-from services.errors import INTERNAL_MESSAGE, InvalidArgument, TensorgateError
+from tensorgate.errors import INTERNAL_MESSAGE, InvalidArgument, TensorgateError
 
 log = logging.getLogger(__name__)
 

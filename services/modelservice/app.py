@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 from redis.exceptions import RedisError
 
-from services.errors import InternalError, TensorgateError, status_value
+from tensorgate.errors import InternalError, TensorgateError, status_value
 from services.grpc.server import GrpcServer, server_tls
 from services.grpc.servicer import InferenceServicer
 from services.health import follow_redis

@@ -9,14 +9,14 @@ import time
 
 import redis.asyncio as aioredis
 
-from services.errors import DeadlineExceeded, InternalError, ModelNotFound, TensorgateError
+from tensorgate.errors import DeadlineExceeded, InternalError, ModelNotFound, TensorgateError
 from services.grpc.backend import IndexEntry
 from services.grpc.handlers import InferCall
 from services.grpc.statistics import execution_fields
 from services.modelservice.versions import ModelVersions
 from services.queue.counters import StatisticsBuffer, read_statistics
-from services.repository import ModelSpec
-from services.tensors import build_response
+from tensorgate.repository import ModelSpec
+from tensorgate.tensors import build_response
 from services.validation import ValidRequest
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from services.repository import ModelSpec
+from tensorgate.repository import ModelSpec
 
 
 @dataclass(frozen=True)

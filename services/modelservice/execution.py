@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.errors import TensorgateError
+from tensorgate.errors import TensorgateError
 from services.metrics import Metrics
 from services.modelservice.versions import LoadedVersion
-from services.tensors import split_rows
+from tensorgate.tensors import split_rows
 from services.validation import ValidRequest
 
 log = logging.getLogger(__name__)

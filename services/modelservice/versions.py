@@ -1,6 +1,6 @@
 """The versions one replica serves: loaded, switched and retired while it keeps serving.
 
-Which version folders are served is the config's `version_policy` (services.repository), or the
+Which version folders are served is the config's `version_policy` (tensorgate.repository), or the
 one version pinned in the settings. A new version (a folder dropped into the repository and seen
 by the poll, or a RepositoryModelLoad) is loaded and warmed in the background while the old one
 serves; then the set is swapped in one assignment, so every request that starts later sees the
@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.errors import ModelNotFound, Unavailable
+from tensorgate.errors import ModelNotFound, Unavailable
 from services.modelservice.batching import BatchPolicy
 from services.modelservice.runners import Model, load_model
 from services.queue.catalog import LOADING, READY, UNAVAILABLE, Announcement, VersionState
-from services.repository import CONFIG_FILE, ModelSpec, load_specs
+from tensorgate.repository import CONFIG_FILE, ModelSpec, load_specs
 from services.settings import ModelServiceSettings
 
 log = logging.getLogger(__name__)

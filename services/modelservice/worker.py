@@ -27,19 +27,19 @@ from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
 from services.coalesce import Coalescer
-from services.errors import DeadlineExceeded, InternalError, InvalidArgument, TensorgateError, status_value
+from tensorgate.errors import DeadlineExceeded, InternalError, InvalidArgument, TensorgateError, status_value
 from services.grpc.statistics import execution_fields
 from services.metrics import Metrics
 from services.modelservice.batching import BatchPolicy, WaitEstimator
 from services.modelservice.execution import Poison, Result, run_batch
 from services.modelservice.runners import ContinuousModel
 from services.modelservice.versions import LoadedVersion, ModelVersions
-from services.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2 as pb
 from services.queue.counters import StatisticsBuffer
 from services.queue.messages import ReplyEntry, RequestEntry
 from services.queue.streams import Delivery, RequestConsumer
 from services.settings import ModelServiceSettings
-from services.tensors import build_response
+from tensorgate.tensors import build_response
 from services.validation import ValidRequest, validate
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import tensorgate
-from services.proto import tensorgate_pb2 as pb
+from tensorgate.proto import tensorgate_pb2 as pb
 from services.stack import DEMO_SENTENCES
 from tensorgate.digits import load_digit
 from tests.e2e.conftest import Shipped

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.proto import grpc_service_pb2_grpc
+from tensorgate.proto import grpc_service_pb2_grpc
 from tests.support import RedisServer, ServiceProcess, make_tiny_repository, start_gateway, start_model_service
 
 

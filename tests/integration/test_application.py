@@ -16,8 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from services.proto import tensorgate_pb2 as pb
-from services.proto import tensorgate_pb2_grpc
+from tensorgate.proto import tensorgate_pb2 as pb
+from tensorgate.proto import tensorgate_pb2_grpc
 from tests.integration.conftest import Stack
 from tests.support import scrape
 

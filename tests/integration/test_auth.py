@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
-from services.tensors import add_input
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
+from tensorgate.tensors import add_input
 from tests.integration.conftest import Stack
 from tests.support import start_gateway
 
@@ -44,8 +44,8 @@ def test_api_keys_guard_inference_but_not_health(stack: Stack, tmp_path: Path) -
 
 
 def test_api_keys_guard_the_typed_api_too(stack: Stack, tmp_path: Path) -> None:
-    from services.proto import tensorgate_pb2 as tpb
-    from services.proto import tensorgate_pb2_grpc
+    from tensorgate.proto import tensorgate_pb2 as tpb
+    from tensorgate.proto import tensorgate_pb2_grpc
 
     gateway = start_gateway(stack.repo, stack.redis.url, tmp_path, api_keys='["s3cret"]')
     try:

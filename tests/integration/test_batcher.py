@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from services.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2 as pb
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import infer_request
 

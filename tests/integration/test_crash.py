@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import redis
 
-from services.proto import grpc_service_pb2_grpc
+from tensorgate.proto import grpc_service_pb2_grpc
 from services.queue import keys
 from services.queue.messages import RequestEntry
 from tests.integration.test_gateway import infer_request

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import redis
 
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
-from services.tensors import add_input
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
+from tensorgate.tensors import add_input
 from services.queue import keys
 from tests.support import small_stack, start_model_service
 

@@ -11,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
-from services.proto import grpc_service_pb2 as pb
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.tensors import add_input, response_outputs
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import infer_request
 from tests.support import scrape

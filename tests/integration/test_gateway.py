@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.proto import grpc_service_pb2 as pb
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.tensors import add_input, response_outputs
 from tests.integration.conftest import Stack
 from tests.support import scrape
 

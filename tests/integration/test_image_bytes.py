@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 from PIL import Image, ImageDraw
 
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
+from tensorgate.tensors import add_input, response_outputs
 from tensorgate.digits import prepare_digit
 from tests.support import (REPO_ROOT, RedisServer, ServiceProcess, make_tiny_repository, start_gateway,
                            start_model_service)

@@ -20,9 +20,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
+from tensorgate.tensors import add_input, response_outputs
 from tests.support import (RedisServer, ServiceProcess, make_tiny_repository, scrape, start_gateway,
                            start_model_service, tiny_mnist_graph)
 

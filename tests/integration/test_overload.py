@@ -19,9 +19,9 @@ import onnxruntime as ort
 import pytest
 import redis
 
-from services.proto import grpc_service_pb2_grpc
+from tensorgate.proto import grpc_service_pb2_grpc
 from services.queue import keys
-from services.tensors import response_outputs
+from tensorgate.tensors import response_outputs
 from tests.integration.test_gateway import infer_request
 from tests.support import make_tiny_repository, scrape, small_stack
 

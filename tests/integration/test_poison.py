@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from services.queue import keys
-from services.tensors import response_outputs
+from tensorgate.tensors import response_outputs
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import infer_request
 

@@ -29,7 +29,7 @@ import redis
 from PIL import Image, ImageDraw, ImageFont
 
 from services.queue.keys import request_stream
-from services.repository import load_spec
+from tensorgate.repository import load_spec
 from tensorgate.cli import main as tensorgate
 from tests.support import REPO_ROOT, RedisServer, ServiceProcess, scrape, start_gateway, start_model_service
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import redis
 
-from services.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2 as pb
 from services.queue import keys
 from services.queue.messages import ReplyEntry, RequestEntry
-from services.tensors import add_input, response_outputs
+from tensorgate.tensors import add_input, response_outputs
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration

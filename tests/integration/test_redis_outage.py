@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
-from services.tensors import add_input
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
+from tensorgate.tensors import add_input
 from tests.support import small_stack
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from services.proto import grpc_service_pb2_grpc
+from tensorgate.proto import grpc_service_pb2_grpc
 from tests.integration.test_gateway import infer_request
 from tests.integration.test_overload import frozen_later
 from tests.support import make_tiny_repository, small_stack

@@ -15,8 +15,8 @@ import onnxruntime as ort
 import pytest
 
 import tensorgate
-from services.proto import tensorgate_pb2 as pb
-from services.proto import tensorgate_pb2_grpc
+from tensorgate.proto import tensorgate_pb2 as pb
+from tensorgate.proto import tensorgate_pb2_grpc
 from tests.integration.conftest import Stack
 from tests.support import free_port, start_gateway
 

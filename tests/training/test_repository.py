@@ -77,10 +77,10 @@ def test_write_entry_layout(tmp_path: Path) -> None:
 
 
 def test_config_parses_as_the_servers_model_config() -> None:
-    # services.proto's ModelConfig is wire-compatible with Triton's (tests/unit/test_protos.py checks
+    # tensorgate.proto's ModelConfig is wire-compatible with Triton's (tests/unit/test_protos.py checks
     # that); tritonclient's own copy cannot be imported beside it in one process.
-    from services.proto import model_config_pb2
-    from services.repository import parse_config
+    from tensorgate.proto import model_config_pb2
+    from tensorgate.repository import parse_config
     from training.mnist.mlp import CONFIG
 
     parsed = parse_config(ModelConfig(**{**CONFIG.__dict__, "parameters": {"k": "v"}}).render())
@@ -95,7 +95,7 @@ def test_config_parses_as_the_servers_model_config() -> None:
 
 
 def test_reshape_renders_as_triton_parses_it() -> None:
-    from services.repository import parse_config
+    from tensorgate.repository import parse_config
 
     config = ModelConfig(
         name="digit_gan", max_batch_size=4,

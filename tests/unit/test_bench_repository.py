@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.stack import perf_repository
-from services.repository import load_spec
+from tensorgate.repository import load_spec
 from tests.support import make_tiny_repository
 
 

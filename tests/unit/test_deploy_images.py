@@ -98,12 +98,12 @@ def test_lock_files_pin_every_requirement(name: str, spec: list[str]) -> None:
 def test_protos_generate_script(tmp_path: Path) -> None:
     pytest.importorskip("grpc_tools", reason="grpcio-tools (dev extra) is needed to generate protobuf code")
     shutil.copytree(ROOT / "protos", tmp_path / "protos")
-    (tmp_path / "services" / "proto").mkdir(parents=True)
+    (tmp_path / "tensorgate" / "proto").mkdir(parents=True)
     subprocess.run(
         ["sh", str(ROOT / "protos" / "generate.sh")], cwd=tmp_path, check=True, timeout=60,
         env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
     )
-    out = tmp_path / "services" / "proto"
+    out = tmp_path / "tensorgate" / "proto"
     for name in ("model_config_pb2.py", "grpc_service_pb2.py", "grpc_service_pb2.pyi", "grpc_service_pb2_grpc.py"):
         assert (out / name).is_file(), name
     assert "from . import model_config_pb2 as" in (out / "grpc_service_pb2.py").read_text()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from services.grpc.handlers import SERVICE, InferCall, stream_response
-from services.proto import grpc_service_pb2 as pb
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.tensors import add_input, response_outputs
 
 
 def test_infer_call_keeps_the_bytes_it_was_parsed_from() -> None:

@@ -1,5 +1,5 @@
 """tensorgate import-model on small graphs made here, read back with the servers' own reader
-(services.repository.load_spec), and the generic runner serving what it wrote."""
+(tensorgate.repository.load_spec), and the generic runner serving what it wrote."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from services.errors import InvalidArgument
+from tensorgate.errors import InvalidArgument
 from services.modelservice.runners import load_model
 from services.modelservice.runners.onnx import OnnxModel
-from services.proto import grpc_service_pb2 as pb
-from services.repository import load_spec, parse_config
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.repository import load_spec, parse_config
 from services.settings import ModelServiceSettings
-from services.tensors import add_input
+from tensorgate.tensors import add_input
 from services.validation import validate
 from tensorgate.cli import main
 from tensorgate.model_import import (

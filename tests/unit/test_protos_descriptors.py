@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from services.proto import grpc_service_pb2 as gs
-from services.proto import grpc_service_pb2_grpc as gs_grpc
-from services.proto import model_config_pb2 as mc
+from tensorgate.proto import grpc_service_pb2 as gs
+from tensorgate.proto import grpc_service_pb2_grpc as gs_grpc
+from tensorgate.proto import model_config_pb2 as mc
 from tests.unit.protos_triton import _triton, _unb64
 
 SERVICE = "inference.GRPCInferenceService"

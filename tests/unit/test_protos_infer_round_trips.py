@@ -9,7 +9,7 @@ import struct
 import numpy as np
 from google.protobuf import text_format
 
-from services.proto import grpc_service_pb2 as gs
+from tensorgate.proto import grpc_service_pb2 as gs
 from tests.unit.protos_triton import _as_dict, _b64, _triton, _unb64
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from google.protobuf import text_format
 
-from services.proto import grpc_service_pb2 as gs
-from services.proto import model_config_pb2 as mc
+from tensorgate.proto import grpc_service_pb2 as gs
+from tensorgate.proto import model_config_pb2 as mc
 from tests.unit.protos_triton import SAMPLE_CONFIG_PBTXT, _as_dict, _b64, _triton, _unb64
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from services.errors import ModelNotFound
-from services.repository import load_repository, load_spec
+from tensorgate.errors import ModelNotFound
+from tensorgate.repository import load_repository, load_spec
 from tests.support import make_tiny_repository
 
 

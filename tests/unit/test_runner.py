@@ -16,7 +16,7 @@ from services.modelservice.runners.base import (
     session_options,
 )
 from services.modelservice.runners.onnx import OnnxModel
-from services.repository import load_spec
+from tensorgate.repository import load_spec
 from services.settings import ModelServiceSettings
 from tests.support import make_tiny_repository
 

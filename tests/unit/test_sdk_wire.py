@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from services import grid
-from services.proto import tensorgate_pb2 as pb
+from tensorgate.proto import tensorgate_pb2 as pb
 from tensorgate import wire
 
 

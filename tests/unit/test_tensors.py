@@ -5,9 +5,9 @@ import struct
 import numpy as np
 import pytest
 
-from services.errors import InvalidArgument
-from services.proto import grpc_service_pb2 as pb
-from services.tensors import (
+from tensorgate.errors import InvalidArgument
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.tensors import (
     add_input, build_response, datatype_of, deserialize_bytes, from_raw, request_inputs, response_outputs,
     serialize_bytes, split_rows,
 )

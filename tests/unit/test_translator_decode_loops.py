@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from services.modelservice.runners.translator import TranslatorModel
-from services.repository import load_spec
+from tensorgate.repository import load_spec
 from tests.unit.translator_shipped import (MODEL, NEEDS_MODEL, SENTENCES, assert_same, instances, settings,
                                            staggered, text, wait_until)
 from tests.unit.translator_shipped import model, reference  # noqa: F401 (fixtures)

@@ -75,9 +75,9 @@ def test_a_sentence_over_the_token_limit_fails_only_its_request() -> None:
 
     import numpy as np
 
-    from services.errors import InvalidArgument
+    from tensorgate.errors import InvalidArgument
     from services.modelservice.runners.translator import TranslatorModel
-    from services.repository import load_spec
+    from tensorgate.repository import load_spec
     from services.settings import ModelServiceSettings
 
     spec = load_spec(MODEL)

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.errors import InvalidArgument, ModelNotFound
-from services.proto import grpc_service_pb2 as pb
-from services.repository import ModelSpec, load_spec
-from services.tensors import add_input
+from tensorgate.errors import InvalidArgument, ModelNotFound
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.repository import ModelSpec, load_spec
+from tensorgate.tensors import add_input
 from services.validation import validate
 from tests.support import make_tiny_repository
 

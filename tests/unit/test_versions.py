@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from services.errors import ModelNotFound
-from services.proto import model_config_pb2 as mc
+from tensorgate.errors import ModelNotFound
+from tensorgate.proto import model_config_pb2 as mc
 from services.queue.catalog import LOADING, READY, UNAVAILABLE, Announcement, ModelView, ReplicaView, VersionState
-from services.repository import load_spec, load_specs, select_versions
+from tensorgate.repository import load_spec, load_specs, select_versions
 from tests.support import make_tiny_repository
 
 AVAILABLE = ["1", "2", "10", "3"]

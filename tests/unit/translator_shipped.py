@@ -16,7 +16,7 @@ import pytest
 
 from services.modelservice.runners.translator import TranslatorModel
 from services.modelservice.runners.translator.translator import Arrays, OnnxStepModel, Translator
-from services.repository import ModelSpec, load_spec
+from tensorgate.repository import ModelSpec, load_spec
 from services.settings import ModelServiceSettings
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "translator_de_en"

@@ -28,9 +28,9 @@ from typing import Any, Sequence
 import grpc
 import numpy as np
 
-from services.proto import grpc_service_pb2 as pb
-from services.proto import grpc_service_pb2_grpc
-from services.tensors import add_input, response_outputs
+from tensorgate.proto import grpc_service_pb2 as pb
+from tensorgate.proto import grpc_service_pb2_grpc
+from tensorgate.tensors import add_input, response_outputs
 from training.common.card import command_line
 
 DEFAULT_SET = Path("data/real_digits")

@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from services.modelservice.runners.base import ContinuousModel, Model
-from services.repository import ModelSpec
+from tensorgate.repository import ModelSpec
 from services.settings import ModelServiceSettings
 
 RUNNERS: dict[str, str] = {

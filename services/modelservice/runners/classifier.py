@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.errors import InvalidArgument
+from tensorgate.errors import InvalidArgument
 from services.modelservice.runners.onnx import OnnxModel
-from services.repository import ModelSpec
+from tensorgate.repository import ModelSpec
 from services.settings import ModelServiceSettings
 from tensorgate.digits import DigitImageError, Limits, prepare_digit
 

@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from services.errors import InvalidArgument
+from tensorgate.errors import InvalidArgument
 from services.modelservice.runners.base import Model, choose_providers, session_options
-from services.repository import ModelSpec, TensorSpec
+from tensorgate.repository import ModelSpec, TensorSpec
 from services.settings import ModelServiceSettings
-from services.tensors import DTYPES
+from tensorgate.tensors import DTYPES
 
 log = logging.getLogger(__name__)
 

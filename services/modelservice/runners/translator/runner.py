@@ -33,14 +33,14 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from services.errors import InvalidArgument
+from tensorgate.errors import InvalidArgument
 from services.modelservice.runners.base import CUDA, ContinuousModel, choose_providers, session_options
 from services.modelservice.runners.translator.admission import Admission, LengthRouter
 from services.modelservice.runners.translator.decode_loop import DecodeLoop, Request
 from services.modelservice.runners.translator.rows import HostRows
 from services.modelservice.runners.translator.scheduler import Scheduler, Sentence
 from services.modelservice.runners.translator.translator import OnnxStepModel, Translator, run_to_end
-from services.repository import ModelSpec
+from tensorgate.repository import ModelSpec
 from services.settings import ModelServiceSettings
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from services.modelservice.runners.translator import TranslatorModel
-from services.repository import load_spec
+from tensorgate.repository import load_spec
 from services.settings import ModelServiceSettings
 
 FALLBACK = ["Guten Morgen.", "Wie spät ist es?", "Ich habe keine Ahnung.",

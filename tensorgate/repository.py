@@ -11,8 +11,8 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from services.errors import ModelNotFound
-from services.proto import model_config_pb2 as mc
+from tensorgate.errors import ModelNotFound
+from tensorgate.proto import model_config_pb2 as mc
 
 CONFIG_FILE = "config.pbtxt"
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from services.errors import InvalidArgument
-from services.proto import grpc_service_pb2 as pb
+from tensorgate.errors import InvalidArgument
+from tensorgate.proto import grpc_service_pb2 as pb
 
 # KServe datatype -> numpy dtype (little-endian). BYTES uses object arrays of `bytes`.
 DTYPES: dict[str, np.dtype] = {
