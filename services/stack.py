@@ -4,6 +4,9 @@ redis-server (own port, data under .stack/), one model service per model of the 
 the gateway, and Prometheus when it is installed. Prints where each listens once all are
 ready, shows a request going through, and on Ctrl-C drains and stops them in order:
 gateway first (no new work), then the model services (finish what they hold), then the rest.
+
+`--join --models NAME...` adds model services to a stack that is already up (its Redis): the
+gateway serves them as soon as they announce themselves, without a restart.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -90,27 +94,50 @@ class Child:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
     """The children in start order and the lines describing where each listens."""
     state = Path(args.state_dir).resolve()
     logs = state / "logs"
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        sys.exit("redis-server is not on PATH: run `make deps` (installs it with apt-get)")
     redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
-    (state / "redis").mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    children = [Child("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir",
-                                str(state / "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
-                                "everysec"], logs / "redis.log")]  # queued requests survive a Redis restart
-    lines = [f"redis            {redis_url}"]
+    children: list[Child] = []
+    lines: list[str] = []
+    if not args.join:
+        redis_bin = shutil.which("redis-server")
+        if redis_bin is None:
+            sys.exit("redis-server is not on PATH: run `make deps` (installs it with apt-get)")
+        (state / "redis").mkdir(parents=True, exist_ok=True)
+        children.append(Child("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir",
+                                        str(state / "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
+                                        "everysec"], logs / "redis.log"))  # queued requests survive a Redis restart
+        lines.append(f"redis            {redis_url}")
     ports = model_ports(load_repository(Path(args.model_repository)), args.model_base_port,
                         args.model_metrics_base_port)
+    if args.join and not args.models:
+        sys.exit("--join needs --models: the models to add to the running stack")
     if args.models:
         unknown = set(args.models) - set(ports)
         if unknown:
             sys.exit(f"not in {args.model_repository}: {', '.join(sorted(unknown))}")
         ports = {m: p for m, p in ports.items() if m in args.models}
+    if args.join:  # the running stack's services hold their ports; a newcomer takes free ones where needed
+        ports = {m: (p if port_free(p) else free_port(), mp if port_free(mp) else free_port())
+                 for m, (p, mp) in ports.items()}
     scrape = []
     for name, (port, mport) in ports.items():
         children.append(Child(name, [py, "-m", "services.modelservice", "--name", name, "--port", str(port),
@@ -118,6 +145,8 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
                                      "--model-repository", args.model_repository], logs / f"{name}.log", port))
         lines.append(f"{name:<16} gRPC 127.0.0.1:{port}   metrics http://127.0.0.1:{mport}/metrics")
         scrape.append(f"127.0.0.1:{mport}")
+    if args.join:
+        return children, lines
     children.append(Child("gateway", [py, "-m", "services.gateway", "--port", str(args.port), "--metrics-port",
                                       str(args.metrics_port), "--redis-url", redis_url, "--model-repository",
                                       args.model_repository], logs / "gateway.log", args.port))
@@ -236,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=".stack", help="logs, Redis and Prometheus data")
     parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for every process")
     parser.add_argument("--exit-after-demo", action="store_true", help="stop once the stack answered (smoke test)")
+    parser.add_argument("--join", action="store_true",
+                        help="add the --models to a stack already up (its Redis on --redis-port): start only their "
+                        "model services; the running gateway serves them without a restart")
     args = parser.parse_args(argv)
 
     children, lines = build(args)
@@ -252,9 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         for child in children:
             child.start()
         wait_ready(children, args.ready_timeout)
-        print("tensorgate is up:\n  " + "\n  ".join(lines), flush=True)
+        print(("joined the stack:\n  " if args.join else "tensorgate is up:\n  ") + "\n  ".join(lines), flush=True)
         print(f"  logs             {Path(args.state_dir) / 'logs'}", flush=True)
-        demo(args.port)
+        if not args.join:
+            demo(args.port)
         print("\nCtrl-C drains and stops everything.", flush=True)
         while not stop_requested and not args.exit_after_demo:
             dead = [c for c in children if not c.alive()]

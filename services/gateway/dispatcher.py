@@ -118,7 +118,11 @@ class QueueBackend:
         return self.catalog.versions(name)
 
     async def index(self) -> list[IndexEntry]:
-        return self.catalog.index()
+        entries = self.catalog.index()
+        if any(entry.state != "READY" for entry in entries):  # a replica may have come up since the last read
+            await self.catalog.refresh_on_miss()
+            entries = self.catalog.index()
+        return entries
 
     async def ping(self) -> None:
         await self._redis.ping()

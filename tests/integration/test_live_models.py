@@ -6,6 +6,8 @@ under load, RepositoryModelLoad / Unload through the gateway, version_policy and
 from __future__ import annotations
 
 import shutil
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from tensorgate.proto import grpc_service_pb2 as pb
 from tensorgate.proto import grpc_service_pb2_grpc
 from tensorgate.tensors import add_input, response_outputs
 from tests.support import (RedisServer, ServiceProcess, make_tiny_repository, scrape, start_gateway,
-                           start_model_service, tiny_mnist_graph)
+                           start_model_service, start_stack, tiny_mnist_graph)
 
 pytestmark = pytest.mark.integration
 
@@ -268,3 +270,19 @@ def test_version_policy_serves_several_versions_and_requests_name_theirs(tmp_pat
         assert names == {("1", "READY"), ("2", "READY")}  # latest 2 of what is left
         wait_until(lambda: stack.index() == {("multi", "1"): ("READY", ""), ("multi", "2"): ("READY", "")},
                    what="the gateway sees the new set")
+
+
+def test_the_local_stack_joins_a_model_to_a_running_gateway(tmp_path: Path) -> None:
+    with live(tmp_path) as stack:
+        make_tiny_repository(stack.repo, "joined")
+        command = [sys.executable, "-m", "services.stack", "--join", "--models", "joined", "--model-repository",
+                   str(stack.repo), "--redis-port", str(stack.redis.port), "--state-dir", str(tmp_path / "joined-state")]
+        process, lines = start_stack(command, timeout_s=60)
+        try:
+            assert any("joined the stack" in line for line in lines), "".join(lines)
+            wait_until(lambda: stack.served("joined"), what="the running gateway serves the joined model")
+        finally:
+            process.send_signal(signal.SIGINT)
+            rest, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, "".join(lines) + rest
+        assert "stopped." in rest
