@@ -1,8 +1,7 @@
-"""The replica's loop: read the model's stream through the consumer group, admit, run, answer.
+"""The replica's loop: take work in (services.modelservice.intake), run it, answer.
 
-- A batch runner (`Model`): form a dynamic batch by the policy (blocking in Redis while idle,
-  waiting inside the window only when the estimator says requests will come), drop what
-  expired, run the batch off the event loop, reply + ACK in one pipeline. While a batch runs,
+- A batch runner (`Model`): a dynamic batch gathered by the intake runs off the event loop
+  (services.modelservice.execution), then reply + ACK in one pipeline. While a batch runs,
   the next one is collected; up to `instance_count` batches run at once.
 - A continuous runner (`ContinuousModel`): hand each request to the runner as long as it has
   room; each is answered when it is done, replies that finish together share one pipeline.
@@ -17,62 +16,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from google.protobuf.message import DecodeError
 from redis.exceptions import RedisError
 
 from services.coalesce import Coalescer
-from tensorgate.errors import DeadlineExceeded, InternalError, InvalidArgument, TensorgateError, status_value
 from services.grpc.statistics import execution_fields
 from services.metrics import Metrics
-from services.modelservice.batching import BatchPolicy, WaitEstimator
 from services.modelservice.execution import Poison, Result, run_batch
+from services.modelservice.intake import Intake, Job, Reply, error_reply
 from services.modelservice.runners import ContinuousModel
-from services.modelservice.versions import LoadedVersion, ModelVersions
-from tensorgate.proto import grpc_service_pb2 as pb
+from services.modelservice.versions import ModelVersions
 from services.queue.counters import StatisticsBuffer
-from services.queue.messages import ReplyEntry, RequestEntry
+from services.queue.messages import ReplyEntry
 from services.queue.streams import Delivery, RequestConsumer
 from services.settings import ModelServiceSettings
+from tensorgate.errors import InternalError, TensorgateError
 from tensorgate.tensors import build_response
-from services.validation import ValidRequest, validate
 
 log = logging.getLogger(__name__)
 
 DRAIN_BLOCK_MS = 100  # blocking reads while draining, so the drain ends on time
-
-Reply = tuple[str, ReplyEntry]  # (reply stream, reply)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One decoded, valid request waiting for its batch, and the version it runs on."""
-
-    delivery: Delivery
-    entry: RequestEntry
-    request: pb.ModelInferRequest
-    valid: ValidRequest
-    version: LoadedVersion
-
-
-def holds_all_inflight(jobs: Sequence[Job]) -> bool:
-    """Does the batch hold every request its gateways had waiting when they sent these? Then no
-    batch-mate can come (closed-loop clients wait for these answers): waiting would be in vain."""
-    seen: dict[str, tuple[int, int]] = {}  # gateway reply stream -> (requests here, most in flight)
-    for job in jobs:
-        count, most = seen.get(job.entry.reply_to, (0, 0))
-        seen[job.entry.reply_to] = (count + 1, max(most, job.entry.inflight))
-    return all(most > 0 and count >= most for count, most in seen.values())
-
-
-def _error_reply(entry: RequestEntry, err: TensorgateError) -> Reply:
-    return entry.reply_to, ReplyEntry(entry.request_id, status_value(err), str(err))
-
 
 class Worker:
     def __init__(
@@ -89,10 +55,8 @@ class Worker:
         self.metrics = metrics
         self.settings = settings
         self.statistics = statistics
-        self.estimator = WaitEstimator()
-        self._no_wait_since: float | None = None  # when the last batch went without waiting
-        self._pending = metrics.pending_requests.labels(self.name)
-        self._backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
+        self.intake = Intake(versions, consumer, metrics, self._drained, self._block_ms)
+        self._pending = self.intake.pending
         self._answers: Coalescer[tuple[bytes, Reply], None] = Coalescer(self._finish_together)
         self._stopping = asyncio.Event()
         self._exited = False
@@ -101,12 +65,6 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------
-    @property
-    def policy(self) -> BatchPolicy:
-        """The batching policy of the newest version (the one most requests get)."""
-        default = self.versions.default
-        return default.policy if default is not None else BatchPolicy(1, 0.0)
-
     async def run(self) -> None:
         await self.consumer.ensure_group()
         self._background = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._take_overs())]
@@ -120,7 +78,7 @@ class Worker:
     async def _serve(self) -> None:
         """Batches for a batch runner, one request at a time for a continuous one: whichever the
         newest version is, checked before every read (a new version may be of either kind)."""
-        while not self._drained() or self._backlog:
+        while not self._drained() or self.intake.backlog:
             default = self.versions.default
             if default is None:  # unloaded: take no work until a version is loaded again
                 await self._wait_for_a_version()
@@ -131,11 +89,11 @@ class Worker:
                     model.on_step = self.metrics.batch_size.labels(self.name, default.version).observe  # thread-safe
                 if model.room() <= 0:
                     await model.wait_for_room()
-                jobs = await self._read_or_retry(lambda: self._read_jobs(max(1, model.room())))
+                jobs = await self._read_or_retry(lambda: self.intake.read_jobs(max(1, model.room())))
                 for job in jobs:
                     self._spawn(self._answer_one(job))
                 continue
-            jobs = await self._read_or_retry(self._collect)
+            jobs = await self._read_or_retry(self.intake.collect)
             if not jobs:
                 continue
             while len(self._running) >= jobs[0].version.spec.instance_count:
@@ -232,70 +190,14 @@ class Worker:
         if poisoned:
             self.metrics.dead_letters.labels(self.name).inc(len(poisoned))
             err = InternalError(f"request failed on {self.settings.max_deliveries} deliveries; kept for inspection")
-            await self.consumer.finish([], [_error_reply(d.request, err) for d in poisoned if d.request])
+            await self.consumer.finish([], [error_reply(d.request, err) for d in poisoned if d.request])
         if fresh:
             log.info("took over %d entries", len(fresh))
             self.metrics.reclaimed.labels(self.name).inc(len(fresh))
-            await self._run_reclaimed(await self._accept(fresh))
+            await self._run_reclaimed(await self.intake.accept(fresh))
 
-    # -- reading and batching -----------------------------------------------------------
     def _block_ms(self) -> int:
         return DRAIN_BLOCK_MS if self._stopping.is_set() else self.settings.idle_block_ms
-
-    async def _read_jobs(self, count: int) -> list[Job]:
-        """The backlog, else new entries (blocking in Redis while there are none), admitted."""
-        deliveries = self._take_backlog(count)
-        if not deliveries and not self._drained():
-            deliveries = await self.consumer.read(count, self._block_ms())
-        return await self._accept(deliveries)
-
-    async def _collect(self) -> list[Job]:
-        """Gather one batch by the policy; answers bad and expired entries on the way."""
-        jobs: list[Job] = []
-        rows = 0
-        new_jobs = await self._read_after_no_wait() or await self._read_jobs(self.policy.capacity)
-        started = time.monotonic()
-        # The batch's version is its first request's (a batch holds one version), and so its policy.
-        policy = new_jobs[0].version.policy if new_jobs else self.policy
-        while True:
-            overflow: list[Delivery] = []
-            for job in new_jobs:
-                if not overflow and policy.fits(rows, job.valid.rows) and (not jobs or job.version is jobs[0].version):
-                    jobs.append(job)
-                    rows += job.valid.rows
-                else:
-                    overflow.append(job.delivery)  # starts the next batch, in arrival order
-            if overflow:
-                self._backlog.extendleft(reversed(overflow))
-                self._pending.dec(len(overflow))  # counted again when re-read
-            if not jobs:
-                return []
-            # A request that did not fit ends this batch at once; so does the end of draining.
-            now = time.monotonic()
-            if overflow or self._drained() or policy.ready(rows, now - started) or holds_all_inflight(jobs):
-                return jobs
-            wait = self.estimator.plan(rows, policy.target(rows), policy.remaining_delay_s(now - started), now)
-            if wait <= 0:
-                self._no_wait_since = now
-                return jobs
-            await asyncio.sleep(wait)
-            deliveries = await self.consumer.read(policy.capacity - rows, None)
-            self.estimator.observe(len(deliveries), time.monotonic() - now)
-            if not deliveries:  # nothing came while it waited: the batch has stopped growing
-                return jobs
-            new_jobs = await self._accept(deliveries)
-
-    async def _read_after_no_wait(self) -> list[Job]:
-        """After a batch went without waiting, look (without blocking) for what arrived since:
-        those requests could have joined it. It keeps the estimator measuring while it says "do
-        not wait", so a burst after a quiet spell is seen within a few batches, not at the next
-        probe."""
-        since, self._no_wait_since = self._no_wait_since, None
-        if since is None or self._backlog or self._drained():
-            return []
-        deliveries = await self.consumer.read(self.policy.capacity, None)
-        self.estimator.observe(len(deliveries), time.monotonic() - since)
-        return await self._accept(deliveries)
 
     async def _run_reclaimed(self, jobs: list[Job]) -> None:
         """Run taken-over entries at once, in batches by the policy: left for the main loop, they
@@ -313,56 +215,6 @@ class Worker:
             rows += job.valid.rows
         if batch:
             await self._process(batch)
-
-    async def _accept(self, deliveries: Sequence[Delivery]) -> list[Job]:
-        """Admit entries: answer (and ACK) the refused at once, count the rest as pending."""
-        if not deliveries:
-            return []
-        jobs, refused = self._admit(deliveries)
-        answered = [(d, r) for d, r in refused if r is not None]
-        if answered:
-            await self.consumer.finish([d.entry_id for d, _ in answered], [r for _, r in answered])
-        unanswerable = [d for d, r in refused if r is None]
-        if unanswerable:  # nobody to answer: keep them for inspection
-            await self.consumer.dead_letter(unanswerable, "malformed entry")
-        self._pending.inc(len(jobs))
-        return jobs
-
-    def _take_backlog(self, count: int) -> list[Delivery]:
-        taken: list[Delivery] = []
-        while self._backlog and len(taken) < count:
-            taken.append(self._backlog.popleft())
-        return taken
-
-    def _admit(self, deliveries: Sequence[Delivery]) -> tuple[list[Job], list[tuple[Delivery, Reply | None]]]:
-        """Decode and check each entry. Returns the valid jobs and (entry, reply) for the refused."""
-        jobs: list[Job] = []
-        refused: list[tuple[Delivery, Reply | None]] = []
-        now = time.time()
-        for d in deliveries:
-            entry = d.request
-            if entry is None:
-                log.error("malformed stream entry %s moved to the dead-letter stream: fields %s", d.entry_id, sorted(d.fields))
-                self.metrics.requests.labels(self.name, "", "malformed").inc()
-                refused.append((d, None))
-                continue
-            default = self.versions.default
-            version = default.version if default is not None else ""  # until the request names its own
-            try:
-                if entry.deadline < now:
-                    self.metrics.expired.labels(self.name).inc()
-                    raise DeadlineExceeded(f"request waited {now - entry.enqueued:.3f}s in the queue, past its deadline")
-                try:
-                    request = pb.ModelInferRequest.FromString(entry.payload)
-                except DecodeError as err:
-                    raise InvalidArgument("request payload is not a ModelInferRequest") from err
-                loaded = self.versions.get(request.model_version)
-                version = loaded.version
-                jobs.append(Job(d, entry, request, validate(loaded.spec, request), loaded))
-            except TensorgateError as err:
-                self.metrics.requests.labels(self.name, version, err.reason).inc()
-                refused.append((d, _error_reply(entry, err)))
-        return jobs, refused
 
     # -- running: batches -----------------------------------------------------------------
     async def _process(self, jobs: list[Job]) -> None:
@@ -387,7 +239,7 @@ class Worker:
                 done.append(job)
                 if isinstance(result, TensorgateError):
                     self.metrics.requests.labels(name, version, result.reason).inc()
-                    replies.append(_error_reply(job.entry, result))
+                    replies.append(error_reply(job.entry, result))
                 else:
                     self.metrics.requests.labels(name, version, "success").inc()
                     replies.append(self._ok_reply(job, result))
@@ -397,7 +249,7 @@ class Worker:
         except Exception:
             log.exception("batch of %d failed", len(jobs))
             err = InternalError("the model failed on this batch")
-            done, replies = jobs, [_error_reply(j.entry, err) for j in jobs]
+            done, replies = jobs, [error_reply(j.entry, err) for j in jobs]
             self.metrics.requests.labels(name, version, "internal").inc(len(jobs))
         finally:
             loaded.running -= 1
@@ -418,7 +270,7 @@ class Worker:
             log.error("request %s failed the model alone %d times (%s): dead-lettered",
                       job.entry.request_id, self.settings.max_deliveries, reason)
             await self.consumer.dead_letter([job.delivery], f"model failed: {reason}")
-        await self.consumer.finish([], [_error_reply(job.entry, err) for job, _ in poisoned])
+        await self.consumer.finish([], [error_reply(job.entry, err) for job, _ in poisoned])
         self.metrics.dead_letters.labels(self.name).inc(len(poisoned))
         for job, _ in poisoned:
             self.metrics.requests.labels(self.name, job.version.version, "internal").inc()
@@ -453,10 +305,10 @@ class Worker:
             self.metrics.compute_duration.labels(self.name, version).observe(elapsed / 1e9)
             outcome = "success"
         except TensorgateError as err:
-            reply, outcome = _error_reply(job.entry, err), err.reason
+            reply, outcome = error_reply(job.entry, err), err.reason
         except Exception:
             log.exception("request %s failed", job.entry.request_id)
-            reply, outcome = _error_reply(job.entry, InternalError("the model failed on this request")), "internal"
+            reply, outcome = error_reply(job.entry, InternalError("the model failed on this request")), "internal"
         finally:
             loaded.running -= 1
         try:

@@ -74,7 +74,7 @@ def test_estimator_follows_the_load_down_and_up() -> None:
 
 
 def test_a_batch_holding_everything_its_gateways_had_in_flight_goes_at_once() -> None:
-    from services.modelservice.worker import Job, holds_all_inflight
+    from services.modelservice.intake import Job, holds_all_inflight
     from services.queue.messages import RequestEntry
 
     def job(gateway: str, inflight: int) -> Job:
