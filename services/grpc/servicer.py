@@ -139,7 +139,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        self._check_repository_request(request.model_name, request.parameters)
+        # tritonclient's unload_model always sends unload_dependents: there are no ensembles here, so
+        # no dependents, and the flag changes nothing.
+        others = {k: v for k, v in request.parameters.items() if k != "unload_dependents"}
+        self._check_repository_request(request.model_name, others)
         await self._backend.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 

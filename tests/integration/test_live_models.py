@@ -5,8 +5,10 @@ under load, RepositoryModelLoad / Unload through the gateway, version_policy and
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -286,3 +288,21 @@ def test_the_local_stack_joins_a_model_to_a_running_gateway(tmp_path: Path) -> N
             rest, _ = process.communicate(timeout=30)
         assert process.returncode == 0, "".join(lines) + rest
         assert "stopped." in rest
+
+
+def test_tritonclient_lists_unloads_and_loads_a_model(tmp_path: Path) -> None:
+    with live(tmp_path) as stack:
+        make_tiny_repository(stack.repo, "triton_managed")
+        stack.start_service("triton_managed")
+        wait_until(lambda: stack.served("triton_managed"), what="served")
+        script = Path(__file__).with_name("triton_repository_check.py")
+        out = subprocess.run([sys.executable, str(script), f"127.0.0.1:{stack.gateway.grpc_port}", "triton_managed"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        seen = json.loads(out.stdout)
+        assert seen["index"] == [{"name": "triton_managed", "version": "1", "state": "READY"}]
+        assert seen["ready_after_unload"] is False
+        assert seen["index_after_unload"] == [{"name": "triton_managed", "version": "1", "state": "UNAVAILABLE",
+                                               "reason": "unloaded"}]
+        assert seen["ready_after_load"] is True
+        assert stack.served("triton_managed")
