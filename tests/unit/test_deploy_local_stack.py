@@ -40,7 +40,7 @@ def test_stack_serves_each_model_on_its_contract_ports(tmp_path: Path, monkeypat
     args = argparse.Namespace(
         state_dir=str(tmp_path), redis_port=6390, model_repository="models", models=["mnist_cnn", "digit_gan"],
         model_base_port=18101, model_metrics_base_port=19101, port=18001, metrics_port=18002,
-        prometheus_port=19090, no_prometheus=True,
+        prometheus_port=19090, no_prometheus=True, join=False,
     )
     children, _ = stack.build(args)
     served = {c.name: (c.grpc_port, c.argv[c.argv.index("--metrics-port") + 1]) for c in children
@@ -48,3 +48,23 @@ def test_stack_serves_each_model_on_its_contract_ports(tmp_path: Path, monkeypat
     assert served == {"mnist_cnn": (18102, "19102"), "digit_gan": (18104, "19104")}
     assert [c.name for c in children] == ["redis", "mnist_cnn", "digit_gan", "gateway"]
 
+
+
+def test_join_starts_only_the_named_model_services_on_free_ports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import services.stack as stack
+
+    monkeypatch.setattr(stack, "load_repository", lambda root: dict.fromkeys(("mnist_mlp", "ocr_det", "ocr_rec")))
+    busy = {18105}  # another process holds ocr_det's slot
+    monkeypatch.setattr(stack, "port_free", lambda port: port not in busy)
+    monkeypatch.setattr(stack, "free_port", lambda: 40000)
+    args = argparse.Namespace(
+        state_dir=str(tmp_path), redis_port=6390, model_repository="models", models=["ocr_det"],
+        model_base_port=18101, model_metrics_base_port=19101, port=18001, metrics_port=18002,
+        prometheus_port=19090, no_prometheus=True, join=True,
+    )
+    children, lines = stack.build(args)
+    assert [c.name for c in children] == ["ocr_det"]  # no redis, no gateway: the running stack's serve
+    assert children[0].grpc_port == 40000 and "19105" in children[0].argv
+    assert "redis://127.0.0.1:6390/0" in children[0].argv
+    with pytest.raises(SystemExit):
+        stack.build(argparse.Namespace(**{**vars(args), "models": None}))
