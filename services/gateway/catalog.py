@@ -28,7 +28,6 @@ from tensorgate.repository import ModelSpec, load_repository, spec_from_config
 log = logging.getLogger(__name__)
 
 REFRESH_S = 0.5  # how stale the gateway's view of the replicas may be
-MISS_REFRESH_S = 0.1  # a request finding no ready replica reads the catalogue again, at most this often
 
 
 def _newest(versions: list[str]) -> str:
@@ -61,16 +60,25 @@ class Catalog:
 
     # -- reading the announcements ---------------------------------------------------
     async def refresh_on_miss(self) -> None:
-        """Read again now, unless that was done within MISS_REFRESH_S (requests share one read):
-        a replica that came up since the last read is served at once, not half a second later."""
-        if self._refreshing is None or self._refreshing.done():
-            if time.monotonic() - self._attempted < MISS_REFRESH_S:
+        """Return once a read of the catalogue that began after this call has ended: a replica
+        that came up since the last read is served at once, not half a second later. Requests
+        that miss together share one read, and at most one such read runs at a time."""
+        asked = time.monotonic()
+        while True:
+            running = self._refreshing
+            if running is not None and not running.done():
+                began_after = self._attempted >= asked
+            elif self._attempted >= asked:
+                return  # a read (the periodic one) began since, and has ended
+            else:
+                running = self._refreshing = asyncio.create_task(self.refresh())
+                began_after = True
+            try:
+                await asyncio.shield(running)
+            except (RedisError, TimeoutError):
                 return
-            self._refreshing = asyncio.create_task(self.refresh())
-        try:
-            await asyncio.shield(self._refreshing)
-        except (RedisError, TimeoutError):
-            pass
+            if began_after:
+                return
 
     async def refresh(self) -> None:
         """Read what the replicas announce (two or three round trips) and update the specs."""

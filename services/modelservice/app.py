@@ -65,6 +65,11 @@ class ModelServiceApp:
         if self.settings.repository_poll_s > 0:
             self._tasks.append(asyncio.create_task(self.versions.poll(self.settings.repository_poll_s)))
         self._worker_task = asyncio.create_task(self.worker.run())
+        # Health says SERVING only once the gateways can see this replica in the catalogue.
+        try:
+            await asyncio.wait_for(self.worker.announced.wait(), self.settings.redis_timeout_s)
+        except TimeoutError:
+            log.warning("first heartbeat not written within %.1fs; serving anyway", self.settings.redis_timeout_s)
         self.backend.ready = True
         self._tasks.append(asyncio.create_task(
             follow_redis(self.redis.ping, self.grpc.set_serving, lambda: self.backend.ready)))

@@ -100,6 +100,7 @@ class Intake:
                     rows += job.valid.rows
                 else:
                     overflow.append(job.delivery)  # starts the next batch, in arrival order
+                    job.version.running -= 1  # admitted again when re-read
             if overflow:
                 self.backlog.extendleft(reversed(overflow))
                 self.pending.dec(len(overflow))  # counted again when re-read
@@ -177,6 +178,7 @@ class Intake:
                 loaded = self.versions.get(request.model_version)
                 version = loaded.version
                 jobs.append(Job(d, entry, request, validate(loaded.spec, request), loaded))
+                loaded.running += 1  # held until answered: the version is not retired under it
             except TensorgateError as err:
                 self.metrics.requests.labels(self.name, version, err.reason).inc()
                 refused.append((d, error_reply(entry, err)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from services.settings import ModelServiceSettings
 log = logging.getLogger(__name__)
 
 RETIRE_POLL_S = 0.01
+RETIRE_MAX_WAIT_S = 120.0
 
 
 @dataclass(eq=False)
@@ -35,7 +37,7 @@ class LoadedVersion:
     spec: ModelSpec
     model: Model
     executor: ThreadPoolExecutor
-    running: int = 0  # batches or requests in flight on it
+    running: int = 0  # requests admitted onto it and not yet answered (and direct calls in flight)
     config_bytes: bytes = field(default=b"", repr=False)
     policy: BatchPolicy = field(init=False)
 
@@ -191,9 +193,14 @@ class ModelVersions:
                 task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, lv: LoadedVersion) -> None:
-        """Close a version once the work already running on it is done."""
-        while lv.running:
+        """Close a version once the requests admitted onto it are answered (bounded: a count
+        left behind by a failed Redis write must not keep a session open for ever)."""
+        deadline = time.monotonic() + RETIRE_MAX_WAIT_S
+        while lv.running and time.monotonic() < deadline:
             await asyncio.sleep(RETIRE_POLL_S)
+        if lv.running:
+            log.warning("model %s: version %s closed with %d request(s) still counted on it",
+                        self.name, lv.version, lv.running)
         await asyncio.to_thread(lv.close)
         log.info("model %s: version %s retired", self.name, lv.version)
 

@@ -63,6 +63,7 @@ class Worker:
         self._stop_time = 0.0
         self._background: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
+        self.announced = asyncio.Event()  # the first heartbeat is written: gateways can see this replica
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -166,6 +167,7 @@ class Worker:
                 versions = self.versions
                 ready = not self._stopping.is_set() and versions.accepting and bool(versions.current)
                 await self.consumer.heartbeat(ready=ready, announcement=versions.announcement())
+                self.announced.set()
             except RedisError as err:
                 log.warning("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_s)
@@ -225,7 +227,6 @@ class Worker:
         outputs = [o.name for o in loaded.spec.outputs if any(o.name in j.valid.outputs for j in jobs)]
         loop = asyncio.get_running_loop()
         poisoned: list[tuple[Job, str]] = []
-        loaded.running += 1  # the version is retired only once this is done
         try:
             results, timings = await loop.run_in_executor(
                 loaded.executor, run_batch, loaded, [j.valid for j in jobs], outputs, self.metrics,
@@ -252,7 +253,7 @@ class Worker:
             done, replies = jobs, [error_reply(j.entry, err) for j in jobs]
             self.metrics.requests.labels(name, version, "internal").inc(len(jobs))
         finally:
-            loaded.running -= 1
+            loaded.running -= len(jobs)  # admitted onto it by the intake
         try:
             await self.consumer.finish([j.delivery.entry_id for j in done], replies)
             if poisoned:
@@ -295,7 +296,6 @@ class Worker:
         version = loaded.version
         started = time.time()
         t0 = time.perf_counter_ns()
-        loaded.running += 1
         try:
             outputs = await loaded.model.infer(job.valid.inputs, job.valid.outputs, dict(job.valid.options),
                                                loaded.executor)

@@ -72,3 +72,34 @@ def test_announcements_survive_the_round_trip_and_garbage_reads_as_nothing() -> 
     assert Announcement.versions_from_json(sent.to_json()) == dict(sent.versions)
     assert Announcement.versions_from_json(b"not json") == {}
     assert Announcement.versions_from_json(b'{"1": 5}') == {}
+
+
+def test_a_retired_version_closes_only_once_its_admitted_requests_are_answered(tmp_path: Path) -> None:
+    import asyncio
+
+    from services.modelservice.versions import ModelVersions
+    from services.settings import ModelServiceSettings
+
+    class Loaded:  # what retiring touches of a LoadedVersion
+        version = "1"
+        running = 2  # two requests admitted onto it, not yet answered
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    async def main() -> list[bool]:
+        versions = ModelVersions(ModelServiceSettings(name="m", model_repository=tmp_path))
+        old = Loaded()
+        versions.current = {"1": old}  # type: ignore[dict-item]
+        versions._swap({})  # e.g. an unload, or version 2 replacing it
+        seen = []
+        for _ in range(2):
+            await asyncio.sleep(0.05)
+            seen.append(old.closed)
+            old.running -= 1  # a request answered
+        await asyncio.sleep(0.1)
+        seen.append(old.closed)
+        return seen
+
+    assert asyncio.run(main()) == [False, False, True]
