@@ -89,7 +89,7 @@ class Stack:
     """`python -m services.stack --models ...` as a child process: started, waited for, SIGINT-ed."""
 
     def __init__(self, models: Sequence[str], model_repository: Path, state_dir: Path, ready_timeout_s: float,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, root: Path = ROOT, python: str = sys.executable) -> None:
         from tensorgate.repository import load_repository
 
         width = len(load_repository(model_repository)) + 4  # one slot per model of the repository
@@ -98,7 +98,8 @@ class Stack:
         self.state_dir = state_dir
         self.ready_timeout_s = ready_timeout_s
         self.env = env
-        self.argv = [sys.executable, "-m", "services.stack", "--no-prometheus", "--models", *models,
+        self.root = root  # the checkout whose services run (bench.ab runs another commit's)
+        self.argv = [python, "-m", "services.stack", "--no-prometheus", "--models", *models,
                      "--model-repository", str(model_repository), "--state-dir", str(state_dir),
                      "--port", str(gw), "--metrics-port", str(gw_metrics), "--model-base-port", str(base),
                      "--model-metrics-base-port", str(metrics_base), "--redis-port", str(redis_port),
@@ -133,7 +134,7 @@ class Stack:
 
     def start(self) -> None:
         # Own session: a Ctrl-C on our terminal reaches us, and we stop the stack in order.
-        self._process = subprocess.Popen(self.argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self._process = subprocess.Popen(self.argv, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          text=True, start_new_session=True, env=self.env)
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + self.ready_timeout_s + 30
@@ -197,10 +198,10 @@ def perf_repository(src: Path, dst: Path) -> Path:
 
 @contextmanager
 def running_stack(models: Sequence[str], model_repository: Path, ready_timeout_s: float,
-                  env: dict[str, str] | None = None) -> Iterator[Stack]:
+                  env: dict[str, str] | None = None, root: Path = ROOT, python: str = sys.executable) -> Iterator[Stack]:
     """A started stack; always stopped afterwards, error or not. Logs are kept only after a failure."""
     state = Path(tempfile.mkdtemp(prefix="tensorgate-bench-"))
-    stack = Stack(models, model_repository.resolve(), state, ready_timeout_s, env)
+    stack = Stack(models, model_repository.resolve(), state, ready_timeout_s, env, root, python)
     ok = False
     try:
         log(f"starting the stack: {shlex.join(stack.argv[1:])}")

@@ -1,0 +1,98 @@
+"""python -m bench.ab --base REV: this checkout's gateway against another commit's, in alternation.
+
+A page of `make bench` compares systems within one run; two pages written on different days do
+not compare at all on a shared machine (the same commit measured an hour apart differed by half).
+To judge a change of the serving path, this runs the stack of commit REV (a temporary git
+worktree) and of this checkout in turns, round after round, with the same repository, the same
+perf_analyzer load and the same interpreter, and prints the median of each side per level and
+their ratio. Both stacks run with the packages on PYTHONPATH (no editable install), so each
+imports its own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from bench.perf import PerfSettings, Target, find_perf_analyzer, input_data, measure
+from bench.results import LoadRow
+from bench.stack import ROOT, log, perf_repository, running_stack
+
+
+def worktree(rev: str, into: Path) -> Path:
+    """REV checked out beside this checkout, its protobuf code generated as its Makefile would."""
+    subprocess.run(["git", "worktree", "add", "--detach", "--force", str(into), rev], cwd=ROOT, check=True,
+                   capture_output=True)
+    subprocess.run(["sh", "protos/generate.sh"], cwd=into, check=True, env={**os.environ, "PYTHON": sys.executable})
+    return into
+
+
+def side_env(tree: Path) -> dict[str, str]:
+    site = sysconfig.get_paths()["purelib"]  # this environment's packages, without its .pth files
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), site])}
+
+
+def table(rows: dict[str, list[LoadRow]], levels: list[int], base: str) -> str:
+    lines = ["| c | side | infer/s (median) | p50 ms | p99 ms | CPU s / 1k | rounds |", "|---|---|---|---|---|---|---|"]
+    medians: dict[tuple[str, int], float] = {}
+    for c in levels:
+        for side, measured in rows.items():
+            at = [r for r in measured if r.concurrency == c]
+            if not at:
+                continue
+            medians[side, c] = statistics.median(r.throughput for r in at)
+            cpu = [r.cpu_per_1k for r in at if r.cpu_per_1k is not None]
+            lines.append(f"| {c} | {side} | {medians[side, c]:,.1f} | {statistics.median(r.p50_ms for r in at):.2f} | "
+                         f"{statistics.median(r.p99_ms for r in at):.2f} | "
+                         f"{statistics.median(cpu) if cpu else float('nan'):.3f} | "
+                         f"{', '.join(f'{r.throughput:,.0f}' for r in at)} |")
+    lines.append("")
+    for c in levels:
+        if ("this checkout", c) in medians and (base, c) in medians:
+            lines.append(f"- c={c}: this checkout ×{medians['this checkout', c] / medians[base, c]:.2f} of {base}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="the commit to compare with (e.g. HEAD~3, a hash)")
+    parser.add_argument("--model", default="mnist_mlp", help="model of the repository to load (default mnist_mlp)")
+    parser.add_argument("--concurrency", default="1,16,64", help="perf_analyzer levels, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of each side, alternating who goes first")
+    parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer measurement window")
+    parser.add_argument("--stability", type=float, default=20.0, help="perf_analyzer stability percentage")
+    parser.add_argument("--perf-analyzer", help="the perf_analyzer binary (default: beside this Python)")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    python = getattr(sys, "_base_executable", sys.executable)
+    with tempfile.TemporaryDirectory(prefix="tensorgate-ab-") as tmp_name:
+        tmp = Path(tmp_name)
+        base_tree = worktree(args.base, tmp / "base")
+        try:
+            repo = perf_repository(ROOT / "models", tmp / "repo")
+            settings = PerfSettings(find_perf_analyzer(args.perf_analyzer), tmp,
+                                    input_data={args.model: input_data(repo / args.model, tmp / "input.json")})
+            sides = [(args.base, base_tree), ("this checkout", ROOT)]
+            rows: dict[str, list[LoadRow]] = {name: [] for name, _ in sides}
+            for turn in range(args.rounds):
+                for name, tree in (sides if turn % 2 == 0 else sides[::-1]):
+                    log(f"round {turn + 1}/{args.rounds}: {name}")
+                    with running_stack([args.model], repo, 120.0, side_env(tree), tree, python) as stack:
+                        target = Target(name, stack.url, stack.processes(), args.window_ms, args.stability)
+                        rows[name] += [r for r in measure(target, args.model, levels, settings) if isinstance(r, LoadRow)]
+            print(f"\n{args.model}, gateway unary, {args.rounds} alternating rounds, "
+                  f"`python -m bench.ab --base {args.base} --concurrency {args.concurrency} --rounds {args.rounds}`:\n")
+            print(table(rows, levels, args.base))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, capture_output=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""bench.ab: the table of two sides measured in alternation, and the environment each runs with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.ab import side_env, table
+from bench.results import LoadRow
+
+
+def row(side: str, c: int, throughput: float) -> LoadRow:
+    return LoadRow(concurrency=c, throughput=throughput, p50_ms=2.0, p95_ms=3.0, p99_ms=4.0, avg_ms=2.0,
+                   queue_ms=0.5, compute_ms=0.2, system=side, model="mnist_mlp")
+
+
+def test_the_table_gives_medians_per_side_and_the_ratio() -> None:
+    rows = {"abc123": [row("abc123", 16, t) for t in (1000, 1600, 1100)],
+            "this checkout": [row("this checkout", 16, t) for t in (1200, 1000, 1320)]}
+    text = table(rows, [16], "abc123")
+    assert "| 16 | abc123 | 1,100.0 |" in text and "| 16 | this checkout | 1,200.0 |" in text
+    assert "- c=16: this checkout ×1.09 of abc123" in text
+    assert "1,000, 1,600, 1,100" in text  # every round shown, so the noise is visible
+
+
+def test_each_side_imports_its_own_tree_first(tmp_path: Path) -> None:
+    path = side_env(tmp_path)["PYTHONPATH"].split(":")
+    assert path[0] == str(tmp_path) and path[1].endswith("site-packages")
