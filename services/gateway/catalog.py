@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 REFRESH_S = 0.5  # how stale the gateway's view of the replicas may be
 
 
-def _newest(versions: list[str]) -> str:
-    return max(versions, key=lambda v: (int(v), v) if v.isdigit() else (-1, v))
-
-
 class Catalog:
     def __init__(self, redis: aioredis.Redis, ttl_s: float, disk: dict[str, ModelSpec] | None = None) -> None:
         self._redis = redis
@@ -123,7 +119,7 @@ class Catalog:
         for name, versions in self._versions.items():
             view = self.views[name]
             ready = [v for v in versions if view.state(v).state == catalog.READY]
-            newest = versions[_newest(ready or list(versions))]
+            newest = versions[max(ready or versions, key=catalog.version_key)]
             if self.specs.get(name) is not newest:
                 if name not in self.specs:
                     log.info("model %s is served (versions %s)", name, sorted(versions))
@@ -167,7 +163,7 @@ class Catalog:
     def versions(self, name: str) -> list[str]:
         versions = self._versions.get(name)
         if versions:
-            return sorted(versions, key=lambda v: (int(v), v) if v.isdigit() else (-1, v))
+            return sorted(versions, key=catalog.version_key)
         spec = self.specs.get(name)
         return [spec.version] if spec else []
 
@@ -183,7 +179,3 @@ class Catalog:
                 state = view.state(version)
                 entries.append(IndexEntry(name, version, state.state, state.reason))
         return entries
-
-    def replicas(self, name: str) -> int:
-        view = self.views.get(name)
-        return len(view.replicas) if view else 0

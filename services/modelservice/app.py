@@ -121,8 +121,7 @@ class ModelServiceApp:
             reply = ReplyEntry(command_id, status_value(err), str(err))
         log.info("repository command %s: %s", op, reply.message or "done")
         try:
-            await self.worker.consumer.heartbeat(ready=bool(self.versions.current) and self.versions.accepting,
-                                                 announcement=self.versions.announcement())
+            await self.worker.heartbeat()  # the new state in the catalogue before the gateway hears back
             await self.redis.xadd(reply_to, reply.to_fields())  # type: ignore[arg-type]
         except RedisError as err:
             log.warning("could not answer repository command %s: %s", command_id, err)

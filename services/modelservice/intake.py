@@ -165,8 +165,7 @@ class Intake:
                 self.metrics.requests.labels(self.name, "", "malformed").inc()
                 refused.append((d, None))
                 continue
-            default = self.versions.default
-            version = default.version if default is not None else ""  # until the request names its own
+            version = ""
             try:
                 if entry.deadline < now:
                     self.metrics.expired.labels(self.name).inc()
@@ -180,6 +179,9 @@ class Intake:
                 jobs.append(Job(d, entry, request, validate(loaded.spec, request), loaded))
                 loaded.running += 1  # held until answered: the version is not retired under it
             except TensorgateError as err:
+                if not version:  # refused before its version was known: counted under the newest
+                    default = self.versions.default
+                    version = default.version if default is not None else ""
                 self.metrics.requests.labels(self.name, version, err.reason).inc()
                 refused.append((d, error_reply(entry, err)))
         return jobs, refused

@@ -98,18 +98,13 @@ class ModelVersions:
         current = self.current
         if not current:
             raise Unavailable(f"model '{self.name}' is not loaded on this replica")
-        if not version:
-            return current[max(current, key=int)]
-        loaded = current.get(version)
+        loaded = current.get(version) if version else self.default
         if loaded is None:
             state = self.states.get(version)
             if state is not None and state.state == LOADING:
                 raise Unavailable(f"version {version} of model '{self.name}' is still loading on this replica")
             raise ModelNotFound(f"model '{self.name}' has no version {version} (serving {sorted(current, key=int)})")
         return loaded
-
-    def specs(self) -> dict[str, ModelSpec]:
-        return {v: lv.spec for v, lv in self.current.items()}
 
     def announcement(self) -> Announcement:
         current = self.current

@@ -161,13 +161,17 @@ class Worker:
     def _drained(self) -> bool:
         return self._stopping.is_set() and time.monotonic() - self._stop_time >= self.settings.drain_s
 
+    async def heartbeat(self) -> None:
+        """One heartbeat: alive, ready unless draining or unloaded, and what this replica serves."""
+        versions = self.versions
+        ready = not self._stopping.is_set() and versions.accepting and bool(versions.current)
+        await self.consumer.heartbeat(ready=ready, announcement=versions.announcement())
+        self.announced.set()
+
     async def _heartbeats(self) -> None:
         while not self._exited:  # the flag, not only a cancel, ends it (see _exit)
             try:
-                versions = self.versions
-                ready = not self._stopping.is_set() and versions.accepting and bool(versions.current)
-                await self.consumer.heartbeat(ready=ready, announcement=versions.announcement())
-                self.announced.set()
+                await self.heartbeat()
             except RedisError as err:
                 log.warning("heartbeat failed: %s", err)
             await asyncio.sleep(self.settings.heartbeat_s)

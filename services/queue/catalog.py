@@ -69,7 +69,7 @@ class ModelView:
 
     def versions(self) -> list[str]:
         """Every version any live replica announces, lowest first."""
-        return sorted({v for r in self.replicas for v in r.versions}, key=_version_key)
+        return sorted({v for r in self.replicas for v in r.versions}, key=version_key)
 
     def ready_on(self, version: str) -> tuple[int, int]:
         """(ready replicas serving `version` READY, ready replicas in all)."""
@@ -91,7 +91,8 @@ class ModelView:
         return VersionState(UNAVAILABLE, "; ".join(reasons) or "no replica is serving this version")
 
 
-def _version_key(version: str) -> tuple[int, str]:
+def version_key(version: str) -> tuple[int, str]:
+    """Versions in number order (a name that is not a number, which Triton's layout never has, first)."""
     return (int(version), "") if version.isdigit() else (0, version)
 
 
