@@ -27,6 +27,7 @@ from services.grpc.handlers import InferCall
 from services.grpc.statistics import duration_fields
 from services.metrics import Metrics
 from services.queue import keys, streams
+from services.queue.catalog import READY
 from services.queue.counters import StatisticsBuffer, read_statistics
 from services.queue.messages import ReplyEntry, RequestEntry
 from tensorgate.repository import ModelSpec
@@ -119,7 +120,7 @@ class QueueBackend:
 
     async def index(self) -> list[IndexEntry]:
         entries = self.catalog.index()
-        if any(entry.state != "READY" for entry in entries):  # a replica may have come up since the last read
+        if any(entry.state != READY for entry in entries):  # a replica may have come up since the last read
             await self.catalog.refresh_on_miss()
             entries = self.catalog.index()
         return entries
