@@ -49,7 +49,7 @@ class ModelServiceApp:
                                      server_name=f"tensorgate-model-{settings.name}")
         self.grpc = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_message_mb,
                                tls=server_tls(settings), max_concurrent_rpcs=settings.max_concurrent_rpcs)
-        consumer = streams.RequestConsumer(self.redis, settings.name, settings.consumer)
+        consumer = self.consumer = streams.RequestConsumer(self.redis, settings.name, settings.consumer)
         self.worker = Worker(self.versions, consumer, self.metrics, settings, self.statistics)
         self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -144,6 +144,7 @@ class ModelServiceApp:
         await self.statistics.close()
         if self._tasks:
             await self._tasks[0]
+        await self.consumer.close()
         await self.redis.aclose()
         if self._metrics_server is not None:
             self._metrics_server[0].shutdown()

@@ -11,7 +11,7 @@ closed-loop client at concurrency 1), the batch goes at once instead of waiting 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tensorgate.repository import ModelSpec
 
@@ -98,3 +98,29 @@ class WaitEstimator:
             wait = min(remaining_s, (target - rows) / rate)
         self.last_wait = now
         return wait
+
+
+@dataclass
+class InflightPeaks:
+    """Each gateway's recent peak of requests in flight for this model, from the count its
+    entries carry (the gateway's in-flight count when it sent them).
+
+    A closed-loop client group answered in one batch sends its next requests together, but they
+    reach the stream a few hundred microseconds apart: the first comes alone and says "1 in
+    flight". Judged by its own count it would go at once, and its batch-mates would then wait
+    for the next batch (at concurrency 4, half the batches held one request). The peak over the
+    last `window_s` says how many to expect; it falls back within the window once the load does.
+    """
+
+    window_s: float = 0.05
+    peaks: dict[str, tuple[int, float]] = field(default_factory=dict)  # reply stream -> (peak, when seen)
+
+    def observe(self, gateway: str, inflight: int, now: float) -> None:
+        peak, seen = self.peaks.get(gateway, (0, -math.inf))
+        if inflight >= peak or now - seen > self.window_s:
+            self.peaks[gateway] = (inflight, now)
+
+    def expected(self, gateway: str, now: float) -> int:
+        """The gateway's recent peak (0: none seen within the window)."""
+        peak, seen = self.peaks.get(gateway, (0, -math.inf))
+        return peak if now - seen <= self.window_s else 0

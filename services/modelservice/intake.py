@@ -1,7 +1,8 @@
 """Taking work in: read the model's stream through the consumer group, admit each entry
 (decode, check its deadline, pick its version, validate), and gather a dynamic batch by the
 policy, blocking in Redis while idle and waiting inside the window only when the estimator says
-requests will come (services.modelservice.batching).
+requests will come (services.modelservice.batching). A batch short of a few requests its
+gateways are known to have in flight wakes the moment one arrives (RequestConsumer.read_within).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from services.metrics import Metrics
-from services.modelservice.batching import BatchPolicy, WaitEstimator
+from services.modelservice.batching import BatchPolicy, InflightPeaks, WaitEstimator
 from services.modelservice.versions import LoadedVersion, ModelVersions
 from services.queue.messages import ReplyEntry, RequestEntry
 from services.queue.streams import Delivery, RequestConsumer
@@ -27,6 +28,11 @@ from tensorgate.proto import grpc_service_pb2 as pb
 log = logging.getLogger(__name__)
 
 Reply = tuple[str, ReplyEntry]  # (reply stream, reply)
+
+# A batch that waits for at most this many known in-flight requests wakes on each arrival; one
+# that waits for more sleeps out its wait and reads once (at c=16 waking on every arrival cost
+# ~14% more CPU per request for no gain, at c=4 it gave x1.48 the throughput).
+WAKE_FOR_MISSING = 3
 
 
 @dataclass(frozen=True)
@@ -40,14 +46,27 @@ class Job:
     version: LoadedVersion
 
 
-def holds_all_inflight(jobs: Sequence[Job]) -> bool:
-    """Does the batch hold every request its gateways had waiting when they sent these? Then no
-    batch-mate can come (closed-loop clients wait for these answers): waiting would be in vain."""
+def missing_inflight(jobs: Sequence[Job], peaks: InflightPeaks | None = None, now: float = 0.0) -> int | None:
+    """How many more requests the batch's gateways had in flight when they sent these (and, by
+    `peaks`, recently): closed-loop clients wait for these answers, so those are all that can
+    come. None when a gateway did not say (an older gateway: the usual policy)."""
     seen: dict[str, tuple[int, int]] = {}  # gateway reply stream -> (requests here, most in flight)
     for job in jobs:
         count, most = seen.get(job.entry.reply_to, (0, 0))
         seen[job.entry.reply_to] = (count + 1, max(most, job.entry.inflight))
-    return all(most > 0 and count >= most for count, most in seen.values())
+    missing = 0
+    for gateway, (count, most) in seen.items():
+        if most <= 0:
+            return None
+        if peaks is not None:
+            most = max(most, peaks.expected(gateway, now))
+        missing += max(0, most - count)
+    return missing
+
+
+def holds_all_inflight(jobs: Sequence[Job], peaks: InflightPeaks | None = None, now: float = 0.0) -> bool:
+    """Does the batch hold every request its gateways had waiting? Then waiting would be in vain."""
+    return missing_inflight(jobs, peaks, now) == 0
 
 
 def error_reply(entry: RequestEntry, err: TensorgateError) -> Reply:
@@ -67,6 +86,7 @@ class Intake:
         self._drained = drained
         self._block_ms = block_ms
         self.estimator = WaitEstimator()
+        self.peaks = InflightPeaks()
         self._no_wait_since: float | None = None  # when the last batch went without waiting
         self.pending = metrics.pending_requests.labels(self.name)
         self.backlog: deque[Delivery] = deque()  # entries that did not fit the last batch
@@ -108,14 +128,20 @@ class Intake:
                 return []
             # A request that did not fit ends this batch at once; so does the end of draining.
             now = time.monotonic()
-            if overflow or self._drained() or policy.ready(rows, now - started) or holds_all_inflight(jobs):
+            missing = missing_inflight(jobs, self.peaks, now)
+            if overflow or self._drained() or policy.ready(rows, now - started) or missing == 0:
                 return jobs
             wait = self.estimator.plan(rows, policy.target(rows), policy.remaining_delay_s(now - started), now)
             if wait <= 0:
                 self._no_wait_since = now
                 return jobs
-            await asyncio.sleep(wait)
-            deliveries = await self.consumer.read(policy.capacity - rows, None)
+            if missing is not None and missing <= WAKE_FOR_MISSING:
+                # A few known requests are on their way and each may complete the batch: wake
+                # the moment one arrives.
+                deliveries = await self.consumer.read_within(policy.capacity - rows, wait)
+            else:  # many may come: one read after the wait collects them all (fewer round trips)
+                await asyncio.sleep(wait)
+                deliveries = await self.consumer.read(policy.capacity - rows, None)
             self.estimator.observe(len(deliveries), time.monotonic() - now)
             if not deliveries:  # nothing came while it waited: the batch has stopped growing
                 return jobs
@@ -138,6 +164,9 @@ class Intake:
         if not deliveries:
             return []
         jobs, refused = self._admit(deliveries)
+        now = time.monotonic()
+        for job in jobs:
+            self.peaks.observe(job.entry.reply_to, job.entry.inflight, now)
         answered = [(d, r) for d, r in refused if r is not None]
         if answered:
             await self.consumer.finish([d.entry_id for d, _ in answered], [r for _, r in answered])

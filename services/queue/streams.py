@@ -8,6 +8,8 @@ another replica to claim. A gateway drops replies it is no longer waiting for.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -142,6 +144,8 @@ class RequestConsumer:
         self.model = model
         self.consumer = consumer
         self.stream = keys.request_stream(model)
+        self._window: aioredis.Redis | None = None  # one connection of its own, for read_within
+        self._window_id: int | None = None  # its CLIENT ID, for CLIENT UNBLOCK
 
     async def ensure_group(self) -> None:
         try:
@@ -154,6 +158,40 @@ class RequestConsumer:
         """New entries for this replica; block_ms None returns at once."""
         result: Any = await self._redis.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
+
+    async def read_within(self, count: int, timeout_s: float) -> list[Delivery]:
+        """New entries, waiting at most `timeout_s` for the first: back the moment one arrives.
+
+        Redis checks blocking timeouts only about every 100 ms (its hz), far coarser than a
+        batching window, and asyncio's timers have a 1 ms resolution; so the read blocks on a
+        connection of its own and, when the window ends first, CLIENT UNBLOCK (from the shared
+        connections) ends it as if it had timed out."""
+        if self._window is None:
+            self._window = self._redis.client()
+        if self._window_id is None:
+            self._window_id = int(await self._window.client_id())
+        block_ms = max(1, math.ceil(timeout_s * 1000))
+        read = asyncio.ensure_future(self._window.xreadgroup(
+            keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms))
+        try:
+            done, _ = await asyncio.wait({read}, timeout=timeout_s)
+            if not done and not await self._redis.client_unblock(self._window_id):
+                # Not blocked: the reply is on its way, or the window reconnected under another
+                # id (then the read ends at its own BLOCK, and the id is asked again next time).
+                done, _ = await asyncio.wait({read}, timeout=0.001)
+                if not done:
+                    self._window_id = None
+            result: Any = await read
+        except BaseException:  # a failed or cancelled read: the connection may be a new one
+            read.cancel()
+            self._window_id = None
+            raise
+        return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
+
+    async def close(self) -> None:
+        if self._window is not None:
+            await self._window.aclose()
+            self._window = None
 
     async def finish(self, entry_ids: Sequence[bytes], replies: Sequence[tuple[str, ReplyEntry]]) -> None:
         """Write the replies, ACK and delete the entries: one round trip."""

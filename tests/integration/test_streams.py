@@ -107,3 +107,36 @@ def test_statistics_buffer_keeps_counts_when_redis_is_unreachable(tmp_path: Path
         return stats
 
     assert asyncio.run(main())["success_count"] == 3
+
+
+def test_read_within_wakes_on_arrival_and_ends_at_the_window(redis_url: str) -> None:
+    """A window read returns the moment an entry arrives, and an empty window ends on time,
+    not at Redis's own timeout check (about every 100 ms)."""
+    async def main() -> tuple[list[float], list[int]]:
+        redis = streams.connect(redis_url, 5.0)
+        producer = streams.RequestProducer(redis)
+        consumer = streams.RequestConsumer(redis, "window", "c1")
+        await consumer.ensure_group()
+        took, got = [], []
+        for _ in range(5):  # nothing comes: each read ends with its 3 ms window
+            t0 = time.perf_counter()
+            got.append(len(await consumer.read_within(8, 0.003)))
+            took.append(time.perf_counter() - t0)
+
+        async def later() -> None:
+            await asyncio.sleep(0.02)
+            await producer.enqueue("window", [entry(1)], max_queue_size=0)
+
+        sender = asyncio.create_task(later())
+        t0 = time.perf_counter()
+        got.append(len(await consumer.read_within(8, 1.0)))  # woken by the entry, not after 1 s
+        took.append(time.perf_counter() - t0)
+        await sender
+        await consumer.close()
+        await redis.aclose()
+        return took, got
+
+    took, got = asyncio.run(main())
+    assert got == [0, 0, 0, 0, 0, 1]
+    assert max(took[:5]) < 0.05, took  # Redis alone would answer BLOCK 3 after up to ~100 ms
+    assert 0.015 < took[5] < 0.5, took
