@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import perf, profile, raw_ort, translator
@@ -131,6 +133,19 @@ def triton_part(args: argparse.Namespace, run: Run, settings: PerfSettings, thre
             record(run, perf.measure(target, model, args.concurrency, settings))
 
 
+def profile_translator(args: argparse.Namespace, group: perf.ProcessGroup) -> str:
+    """py-spy on the translator's model service, from 3 s into the served run (past the warm-up)."""
+    wanted = f"model service {TRANSLATOR}"
+    pids = {reading.label: pid for pid, reading in group.sample().items() if reading.label == wanted}
+    py_spy = profile.find_py_spy(ROOT / ".bench" / "py-spy")
+    time.sleep(3.0)
+    with tempfile.TemporaryDirectory() as workdir:
+        stacks = profile.record(py_spy, pids, args.profile_seconds, Path(workdir))
+    head = (f"`py-spy record --format raw --function --rate 200` for {args.profile_seconds:g} s while "
+            f"{args.translator_clients} clients sent one sentence each (the served translator run above).")
+    return "\n\n".join([head] + [profile.excerpt(name, s) for name, s in stacks.items()])
+
+
 def translator_part(args: argparse.Namespace, run: Run) -> None:
     limit = args.translator_sentences or (128 if args.quick else None)
     pairs = translator.test_pairs(Path(args.data_dir), limit)
@@ -148,8 +163,15 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
     del local  # its ONNX Runtime threads and memory, before the service starts
     with running_stack([TRANSLATOR], Path(args.model_repository), args.ready_timeout, stack_env(args)) as stack:
         log(f"translator through the gateway, {args.translator_clients} clients")
+        profiler = None
+        if args.profile:
+            profiler = ThreadPoolExecutor(1)
+            recording = profiler.submit(profile_translator, args, stack.processes())
         served = translator.served(stack.url, sources, args.translator_clients, args.beam_size, TRANSLATOR)
         log(f"  {len(sources) / served.seconds:.1f} sentences/s")
+        if profiler is not None:
+            run.translator_profile = recording.result()
+            profiler.shutdown()
     run.translator = translator.summarise(pairs, lengths, single, batch, served, args.translator_clients,
                                           args.beam_size, batch_size)
     run.meta["Translator"] = (f"`{shown(model_dir)}` "

@@ -181,7 +181,8 @@ def _todays_lines(t: TranslatorResult) -> list[str]:
 def profile_section(run: Run) -> list[str]:
     body = run.profile or ("No profile was recorded in this run (`python -m bench --profile` records one with "
                            "py-spy); paste one here.")
-    return [PROFILE_START, "", body, "", PROFILE_END]
+    tail = ["", run.translator_profile] if run.translator_profile else []
+    return [PROFILE_START, "", body, *tail, "", PROFILE_END]
 
 
 def render_markdown(run: Run, plot_name: str | None = None) -> str:

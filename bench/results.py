@@ -127,6 +127,7 @@ class Run:
     ort: list[OrtRow] = field(default_factory=list)
     translator: TranslatorResult | None = None
     profile: str = ""  # markdown excerpt of a py-spy profile, when recorded
+    translator_profile: str = ""  # the same for the translator's model service under the served run
     section: str = ""  # extra markdown shown after the targets (the GPU check's results)
     stall_ms: float = 250.0
     notes: list[str] = field(default_factory=list)  # what was skipped and why

@@ -183,3 +183,14 @@ def test_identical_share_boundary(share: float) -> None:
     run = _run()
     run.translator = _translator(identical_share=share)
     assert _verdict(run, "Translator: ≥ 99%")[1] is True
+
+
+def test_the_translator_profile_follows_the_serving_one_in_the_excerpt() -> None:
+    run = _run()
+    run.profile = "#### gateway (10 busy samples)"
+    run.translator_profile = "#### model service translator_de_en (20 busy samples)"
+    lines = render_markdown(run).splitlines()
+    start, end = lines.index(PROFILE_START), lines.index(PROFILE_END)
+    inside = lines[start:end]
+    assert inside.index("#### gateway (10 busy samples)") < inside.index(
+        "#### model service translator_de_en (20 busy samples)")
