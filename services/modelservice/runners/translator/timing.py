@@ -3,6 +3,7 @@ benchmark; bench/ measures through the gateway).
 
     python -m services.modelservice.runners.translator.timing [--clients 16] [--beam 5]
         [--sentences 1000] [--threads 1] [--instances N] [--routing length] [--short-share Q] [--sessions shared]
+    python -m services.modelservice.runners.translator.timing --step-rows 1,5,20,80,160 [--threads 1]
 
 Translates the Ding test split (data/ding, `make data-ding`; a few built-in sentences when it
 is missing) three ways, on the CPU unless --device says otherwise: `Translator.translate` over all sentences at once, one
@@ -10,7 +11,8 @@ sentence per call for the shortest quarter (their latency alone), and N asyncio 
 one sentence each through TranslatorModel.infer (closed loop, the running batches shared;
 --instances decode loops as instance_group count does). Prints sentences/s, the share of
 translations identical to the all-at-once ones, the shortest quarter's p50 latency both ways and
-each loop's scheduler counters.
+each loop's scheduler counters. With --step-rows it only times one decoder step per batch size
+(rows = sentences x beam, a 20-token source): what a step costs per row on this machine.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from services.modelservice.runners.translator import TranslatorModel
+from services.modelservice.runners.translator.translator import OnnxStepModel
 from tensorgate.repository import load_spec
 from services.settings import ModelServiceSettings
 
@@ -62,6 +65,28 @@ async def clients(model: TranslatorModel, sentences: Sequence[str], n: int, beam
     return outputs, latencies, time.perf_counter() - started
 
 
+def step_times(model: OnnxStepModel, rows: Sequence[int], seconds: float = 1.0, width: int = 20
+               ) -> list[tuple[int, float]]:
+    """(rows, ms per decoder step) for each batch size, back-to-back calls for `seconds` each."""
+    src = np.full((1, width), 5, dtype=np.int64)
+    src[0, -1] = model.eos_id
+    context, states = model.encode(src, np.ones((1, width), dtype=np.float32))
+    prev_token = np.full(1, model.bos_id, dtype=np.int64)
+    times = []
+    for n in rows:
+        ctx = {k: np.repeat(v, n, axis=0) for k, v in context.items()}
+        st = {k: np.repeat(v, n, axis=model.state_axes[k]) for k, v in states.items()}
+        prev = np.repeat(prev_token, n)
+        for _ in range(10):
+            model.step(prev, st, ctx)
+        calls, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model.step(prev, st, ctx)
+            calls += 1
+        times.append((n, (time.perf_counter() - t0) / calls * 1e3))
+    return times
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m services.modelservice.runners.translator.timing",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="niceness increment of every decode loop but the first (default: the config's)")
     p.add_argument("--sessions", choices=["shared", "own"], default=None,
                    help="the loops share the ONNX sessions or each has its own (default: the config's)")
+    p.add_argument("--step-rows", default=None,
+                   help="only time one decoder step at these batch sizes in rows, comma-separated (e.g. 1,5,80)")
     p.add_argument("--io-binding", action="store_true",
                    help="keep decoder inputs in OrtValues (IO binding; on by itself with CUDA)")
     args = p.parse_args(argv)
@@ -97,6 +124,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         **spec.parameters, **{k: str(v) for k, v in overrides.items() if v is not None}})
     settings = ModelServiceSettings.model_validate({"device": args.device, "intra_op_threads": args.threads})
     model = TranslatorModel(spec, settings)
+    if args.step_rows:
+        step_model = model.translator.model
+        assert isinstance(step_model, OnnxStepModel)
+        for n, ms in step_times(step_model, [int(r) for r in args.step_rows.split(",")]):
+            print(f"{n:4d} rows: {ms:7.3f} ms a step, {ms / n * 1e3:6.1f} µs a row ({args.threads} ORT thread(s))")
+        model.close()
+        return
     model.warmup()
     translator = model.translator
     sentences = load_sentences(args.data_dir, args.sentences)
