@@ -92,23 +92,31 @@ def stack_part(args: argparse.Namespace, run: Run, settings: PerfSettings) -> No
 def profile_under_load(args: argparse.Namespace, settings: PerfSettings, url: str, group: perf.ProcessGroup) -> str:
     """py-spy on the gateway and the model service while perf_analyzer holds c=16 unary on the first model."""
     model = args.models[0]
-    wanted = ("gateway", f"model service {model}")
-    pids = {reading.label: pid for pid, reading in group.sample().items() if reading.label in wanted}
-    py_spy = profile.find_py_spy(ROOT / ".bench" / "py-spy")
     window = max(1000, int(args.profile_seconds * 1000))
     target = Target(GATEWAY, url, group, window, 100.0)
     argv = perf.perf_analyzer_argv(settings.binary, target, model, 16, settings.workdir / "profile.csv",
                                    settings.workdir / "profile.json", 100.0, 4, settings.input_data.get(model))
-    log(f"profiling {', '.join(pids)} for {args.profile_seconds:g} s under c=16 unary {model}")
+    log(f"profiling the gateway and model service {model} for {args.profile_seconds:g} s under c=16 unary")
     load = subprocess.Popen(argv, env=perf.perf_analyzer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        time.sleep(1.0)  # past perf_analyzer's start-up
-        stacks = profile.record(py_spy, pids, args.profile_seconds, settings.workdir)
+        return recorded_excerpt(group, ("gateway", f"model service {model}"), 1.0, args.profile_seconds,
+                                settings.workdir,  # from 1 s in: past perf_analyzer's start-up
+                                f"Recorded by `python -m bench --profile`: `py-spy record --format raw --function "
+                                f"--rate 200` for {args.profile_seconds:g} s while perf_analyzer held concurrency 16 "
+                                f"(unary) on {model}.")
     finally:
         load.kill()
         load.wait()
-    head = (f"Recorded by `python -m bench --profile`: `py-spy record --format raw --function --rate 200` for "
-            f"{args.profile_seconds:g} s while perf_analyzer held concurrency 16 (unary) on {model}.")
+
+
+def recorded_excerpt(group: perf.ProcessGroup, labels: tuple[str, ...], after_s: float, seconds: float,
+                     workdir: Path, head: str) -> str:
+    """py-spy on the group's processes of these labels for `seconds`, starting `after_s` from now,
+    as `head` and one excerpt each."""
+    pids = {reading.label: pid for pid, reading in group.sample().items() if reading.label in labels}
+    py_spy = profile.find_py_spy(ROOT / ".bench" / "py-spy")
+    time.sleep(after_s)
+    stacks = profile.record(py_spy, pids, seconds, workdir)
     return "\n\n".join([head] + [profile.excerpt(name, s) for name, s in stacks.items()])
 
 
@@ -135,15 +143,11 @@ def triton_part(args: argparse.Namespace, run: Run, settings: PerfSettings, thre
 
 def profile_translator(args: argparse.Namespace, group: perf.ProcessGroup) -> str:
     """py-spy on the translator's model service, from 3 s into the served run (past the warm-up)."""
-    wanted = f"model service {TRANSLATOR}"
-    pids = {reading.label: pid for pid, reading in group.sample().items() if reading.label == wanted}
-    py_spy = profile.find_py_spy(ROOT / ".bench" / "py-spy")
-    time.sleep(3.0)
     with tempfile.TemporaryDirectory() as workdir:
-        stacks = profile.record(py_spy, pids, args.profile_seconds, Path(workdir))
-    head = (f"`py-spy record --format raw --function --rate 200` for {args.profile_seconds:g} s while "
-            f"{args.translator_clients} clients sent one sentence each (the served translator run above).")
-    return "\n\n".join([head] + [profile.excerpt(name, s) for name, s in stacks.items()])
+        return recorded_excerpt(group, (f"model service {TRANSLATOR}",), 3.0, args.profile_seconds, Path(workdir),
+                                f"`py-spy record --format raw --function --rate 200` for {args.profile_seconds:g} s "
+                                f"while {args.translator_clients} clients sent one sentence each (the served "
+                                f"translator run above).")
 
 
 def translator_part(args: argparse.Namespace, run: Run) -> None:

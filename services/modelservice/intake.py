@@ -49,7 +49,8 @@ class Job:
 def missing_inflight(jobs: Sequence[Job], peaks: InflightPeaks | None = None, now: float = 0.0) -> int | None:
     """How many more requests the batch's gateways had in flight when they sent these (and, by
     `peaks`, recently): closed-loop clients wait for these answers, so those are all that can
-    come. None when a gateway did not say (an older gateway: the usual policy)."""
+    come, and at 0 waiting would be in vain. None when a gateway did not say (an older gateway:
+    the usual policy)."""
     seen: dict[str, tuple[int, int]] = {}  # gateway reply stream -> (requests here, most in flight)
     for job in jobs:
         count, most = seen.get(job.entry.reply_to, (0, 0))
@@ -62,11 +63,6 @@ def missing_inflight(jobs: Sequence[Job], peaks: InflightPeaks | None = None, no
             most = max(most, peaks.expected(gateway, now))
         missing += max(0, most - count)
     return missing
-
-
-def holds_all_inflight(jobs: Sequence[Job], peaks: InflightPeaks | None = None, now: float = 0.0) -> bool:
-    """Does the batch hold every request its gateways had waiting? Then waiting would be in vain."""
-    return missing_inflight(jobs, peaks, now) == 0
 
 
 def error_reply(entry: RequestEntry, err: TensorgateError) -> Reply:

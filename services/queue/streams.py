@@ -156,7 +156,10 @@ class RequestConsumer:
 
     async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
         """New entries for this replica; block_ms None returns at once."""
-        result: Any = await self._redis.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        return await self._read_group(self._redis, count, block_ms)
+
+    async def _read_group(self, client: aioredis.Redis, count: int, block_ms: int | None) -> list[Delivery]:
+        result: Any = await client.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
 
     async def read_within(self, count: int, timeout_s: float) -> list[Delivery]:
@@ -171,8 +174,7 @@ class RequestConsumer:
         if self._window_id is None:
             self._window_id = int(await self._window.client_id())
         block_ms = max(1, math.ceil(timeout_s * 1000))
-        read = asyncio.ensure_future(self._window.xreadgroup(
-            keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms))
+        read = asyncio.ensure_future(self._read_group(self._window, count, block_ms))
         try:
             done, _ = await asyncio.wait({read}, timeout=timeout_s)
             if not done and not await self._redis.client_unblock(self._window_id):
@@ -181,12 +183,11 @@ class RequestConsumer:
                 done, _ = await asyncio.wait({read}, timeout=0.001)
                 if not done:
                     self._window_id = None
-            result: Any = await read
+            return await read
         except BaseException:  # a failed or cancelled read: the connection may be a new one
             read.cancel()
             self._window_id = None
             raise
-        return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
 
     async def close(self) -> None:
         if self._window is not None:

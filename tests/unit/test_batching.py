@@ -74,23 +74,23 @@ def test_estimator_follows_the_load_down_and_up() -> None:
 
 
 def test_a_batch_holding_everything_its_gateways_had_in_flight_goes_at_once() -> None:
-    from services.modelservice.intake import Job, holds_all_inflight
+    from services.modelservice.intake import Job, missing_inflight
     from services.queue.messages import RequestEntry
 
     def job(gateway: str, inflight: int) -> Job:
         entry = RequestEntry("r", gateway, 0.0, 0.0, b"", inflight=inflight)
         return Job(None, entry, None, None, None)  # type: ignore[arg-type]
 
-    assert holds_all_inflight([job("rep:a", 1)])  # a lone closed-loop client
-    assert holds_all_inflight([job("rep:a", 1), job("rep:a", 3), job("rep:a", 2)])  # all three of a
-    assert not holds_all_inflight([job("rep:a", 1), job("rep:a", 4)])  # a has two more out there
-    assert not holds_all_inflight([job("rep:a", 1), job("rep:b", 2)])  # b's other one may still come
-    assert not holds_all_inflight([job("rep:a", 0)])  # unknown (an older gateway): the usual policy
+    assert missing_inflight([job("rep:a", 1)]) == 0  # a lone closed-loop client
+    assert missing_inflight([job("rep:a", 1), job("rep:a", 3), job("rep:a", 2)]) == 0  # all three of a
+    assert missing_inflight([job("rep:a", 1), job("rep:a", 4)]) == 2  # a has two more out there
+    assert missing_inflight([job("rep:a", 1), job("rep:b", 2)]) == 1  # b's other one may still come
+    assert missing_inflight([job("rep:a", 0)]) is None  # unknown (an older gateway): the usual policy
 
 
 def test_inflight_peaks_hold_a_lone_first_request_for_its_batch_mates() -> None:
     from services.modelservice.batching import InflightPeaks
-    from services.modelservice.intake import Job, holds_all_inflight
+    from services.modelservice.intake import Job, missing_inflight
     from services.queue.messages import RequestEntry
 
     def job(gateway: str, inflight: int) -> Job:
@@ -102,12 +102,12 @@ def test_inflight_peaks_hold_a_lone_first_request_for_its_batch_mates() -> None:
         peaks.observe("rep:a", inflight, now=1.0)
     peaks.observe("rep:a", 1, now=1.01)  # the first of the next four comes alone
     assert peaks.expected("rep:a", now=1.01) == 4
-    assert not holds_all_inflight([job("rep:a", 1)], peaks, now=1.01)  # three more are on their way
-    assert holds_all_inflight([job("rep:a", 1), job("rep:a", 2), job("rep:a", 3), job("rep:a", 4)], peaks, 1.01)
-    assert holds_all_inflight([job("rep:a", 1)])  # without peaks: its own count only
+    assert missing_inflight([job("rep:a", 1)], peaks, now=1.01) == 3  # three more are on their way
+    assert missing_inflight([job("rep:a", 1), job("rep:a", 2), job("rep:a", 3), job("rep:a", 4)], peaks, 1.01) == 0
+    assert missing_inflight([job("rep:a", 1)]) == 0  # without peaks: its own count only
     # The load falls to one client: past the window the peak follows it down.
     peaks.observe("rep:a", 1, now=1.2)
     assert peaks.expected("rep:a", now=1.2) == 1
-    assert holds_all_inflight([job("rep:a", 1)], peaks, now=1.2)
+    assert missing_inflight([job("rep:a", 1)], peaks, now=1.2) == 0
     assert peaks.expected("rep:b", now=1.2) == 0  # a gateway never seen
-    assert not holds_all_inflight([job("rep:b", 0)], peaks, now=1.2)  # unknown counts: the usual policy
+    assert missing_inflight([job("rep:b", 0)], peaks, now=1.2) is None  # unknown counts: the usual policy
