@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from services.queue.counters import FLUSH_S
 from tensorgate.proto import grpc_service_pb2 as pb
 from tests.integration.conftest import Stack
 from tests.integration.test_gateway import infer_request
@@ -22,13 +23,17 @@ IMAGE = np.full((1, 1, 28, 28), 0.5, np.float32)
 
 def counts(stack: Stack, inferences: int = 0) -> tuple[int, int]:
     """(inference count, execution count), once the replicas' statistics (flushed on a timer)
-    reach `inferences`."""
+    reach `inferences` and have settled: the same in two reads a few flushes apart, so that a
+    late flush of earlier requests is not counted in the next round."""
     deadline = time.monotonic() + 5
+    last: tuple[int, int] | None = None
     while True:
         stats = stack.stub().ModelStatistics(pb.ModelStatisticsRequest(name=MODEL), timeout=10).model_stats[0]
-        if stats.inference_count >= inferences or time.monotonic() > deadline:
-            return stats.inference_count, stats.execution_count
-        time.sleep(0.05)
+        now = (stats.inference_count, stats.execution_count)
+        if (now[0] >= inferences and now == last) or time.monotonic() > deadline:
+            return now
+        last = now
+        time.sleep(3 * FLUSH_S)
 
 
 def test_a_lone_closed_loop_client_is_not_held_for_the_window(stack: Stack) -> None:
