@@ -38,8 +38,21 @@ def side_env(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), site])}
 
 
+def by_process(rows: list[LoadRow]) -> str:
+    """Median CPU seconds per 1,000 requests of each serving process over the rounds (a change
+    to one process shows there even when the others' noise swamps the total)."""
+    shares: dict[str, list[float]] = {}
+    for r in rows:
+        if r.requests <= 0:
+            continue
+        for label, usage in r.usage.items():
+            shares.setdefault(label, []).append(usage.cpu_s / r.requests * 1000)
+    return " · ".join(f"{label} {statistics.median(v):.3f}" for label, v in sorted(shares.items()))
+
+
 def table(rows: dict[str, list[LoadRow]], levels: list[int], base: str) -> str:
-    lines = ["| c | side | infer/s (median) | p50 ms | p99 ms | CPU s / 1k | rounds |", "|---|---|---|---|---|---|---|"]
+    lines = ["| c | side | infer/s (median) | p50 ms | p99 ms | CPU s / 1k | CPU s / 1k by process | rounds |",
+             "|---|---|---|---|---|---|---|---|"]
     medians: dict[tuple[str, int], float] = {}
     for c in levels:
         for side, measured in rows.items():
@@ -50,7 +63,7 @@ def table(rows: dict[str, list[LoadRow]], levels: list[int], base: str) -> str:
             cpu = [r.cpu_per_1k for r in at if r.cpu_per_1k is not None]
             lines.append(f"| {c} | {side} | {medians[side, c]:,.1f} | {statistics.median(r.p50_ms for r in at):.2f} | "
                          f"{statistics.median(r.p99_ms for r in at):.2f} | "
-                         f"{statistics.median(cpu) if cpu else float('nan'):.3f} | "
+                         f"{statistics.median(cpu) if cpu else float('nan'):.3f} | {by_process(at)} | "
                          f"{', '.join(f'{r.throughput:,.0f}' for r in at)} |")
     lines.append("")
     for c in levels:

@@ -100,6 +100,11 @@ class ModelServiceSettings(ServerSettings):
         False, description="Let ONNX Runtime's pool threads busy-wait between calls (lower latency on a machine "
         "the model service has to itself; burns a core otherwise)."
     )
+    inline_batch_max_us: int = Field(
+        200, ge=0, description="A batch whose model has lately cost less than this (per row, times its rows) runs "
+        "on the event loop instead of an executor thread, whose hand-off costs more than such a call "
+        "(one model instance, tensor inputs only; 0: always a thread)."
+    )
     max_image_bytes: int = Field(
         10_000_000, gt=0, description="Largest encoded image (image_bytes of the classifiers), in bytes."
     )

@@ -114,10 +114,13 @@ class InflightPeaks:
 
     window_s: float = 0.05
     peaks: dict[str, tuple[int, float]] = field(default_factory=dict)  # reply stream -> (peak, when seen)
+    prune_above: int = 64  # gateways come and go (restarts, scale-in): past this many, forget the silent ones
 
     def observe(self, gateway: str, inflight: int, now: float) -> None:
         peak, seen = self.peaks.get(gateway, (0, -math.inf))
         if inflight >= peak or now - seen > self.window_s:
+            if gateway not in self.peaks and len(self.peaks) >= self.prune_above:
+                self.peaks = {g: p for g, p in self.peaks.items() if now - p[1] <= self.window_s}
             self.peaks[gateway] = (inflight, now)
 
     def expected(self, gateway: str, now: float) -> int:

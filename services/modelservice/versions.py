@@ -40,6 +40,9 @@ class LoadedVersion:
     running: int = 0  # requests admitted onto it and not yet answered (and direct calls in flight)
     config_bytes: bytes = field(default=b"", repr=False)
     policy: BatchPolicy = field(init=False)
+    # Recent cost of a batch per row (run_batch's wall time / rows, smoothed; 0 until the first
+    # batch): what says whether the next batch is cheap enough to run on the event loop.
+    row_cost_ns: float = 0.0
 
     def __post_init__(self) -> None:
         self.policy = BatchPolicy.from_spec(self.spec)

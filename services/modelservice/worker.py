@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from services.coalesce import Coalescer
 from services.grpc.statistics import execution_fields
 from services.metrics import Metrics
-from services.modelservice.execution import Poison, Result, run_batch
+from services.modelservice.execution import Poison, Result, run_batch, runs_inline
 from services.modelservice.intake import Intake, Job, Reply, error_reply
 from services.modelservice.runners import ContinuousModel
 from services.modelservice.versions import ModelVersions
@@ -224,7 +224,8 @@ class Worker:
 
     # -- running: batches -----------------------------------------------------------------
     async def _process(self, jobs: list[Job]) -> None:
-        """Run one batch (one version) off the event loop, then reply + ACK in one pipeline."""
+        """Run one batch (one version) off the event loop, or on it when it is cheaper than the
+        hand-off (execution.runs_inline), then reply + ACK in one pipeline."""
         name, loaded = self.name, jobs[0].version
         version = loaded.version
         started = time.time()
@@ -232,9 +233,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         poisoned: list[tuple[Job, str]] = []
         try:
-            results, timings = await loop.run_in_executor(
-                loaded.executor, run_batch, loaded, [j.valid for j in jobs], outputs, self.metrics,
-                self.settings.max_deliveries)
+            valid = [j.valid for j in jobs]
+            if runs_inline(loaded, valid, self.settings.inline_batch_max_us):
+                results, timings = run_batch(loaded, valid, outputs, self.metrics, self.settings.max_deliveries)
+            else:
+                results, timings = await loop.run_in_executor(
+                    loaded.executor, run_batch, loaded, valid, outputs, self.metrics, self.settings.max_deliveries)
             replies: list[Reply] = []
             done: list[Job] = []
             for job, result in zip(jobs, results):

@@ -111,3 +111,17 @@ def test_inflight_peaks_hold_a_lone_first_request_for_its_batch_mates() -> None:
     assert missing_inflight([job("rep:a", 1)], peaks, now=1.2) == 0
     assert peaks.expected("rep:b", now=1.2) == 0  # a gateway never seen
     assert missing_inflight([job("rep:b", 0)], peaks, now=1.2) is None  # unknown counts: the usual policy
+
+
+def test_inflight_peaks_forget_gateways_that_went_silent() -> None:
+    from services.modelservice.batching import InflightPeaks
+
+    peaks = InflightPeaks(window_s=0.05, prune_above=4)
+    for i in range(4):  # four gateways that restarted, each under a new reply stream
+        peaks.observe(f"rep:old{i}", 2, now=1.0)
+    peaks.observe("rep:live", 3, now=1.9)  # past the limit, long after: the silent ones go
+    assert sorted(peaks.peaks) == ["rep:live"]
+    for i in range(3):
+        peaks.observe(f"rep:new{i}", 1, now=1.91)
+    peaks.observe("rep:new3", 1, now=1.92)  # all within the window: nothing to forget yet
+    assert len(peaks.peaks) == 5 and peaks.expected("rep:live", now=1.92) == 3

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.ab import side_env, table
-from bench.results import LoadRow
+from bench.ab import by_process, side_env, table
+from bench.results import LoadRow, ProcessUsage
 
 
 def row(side: str, c: int, throughput: float) -> LoadRow:
@@ -20,6 +20,18 @@ def test_the_table_gives_medians_per_side_and_the_ratio() -> None:
     assert "| 16 | abc123 | 1,100.0 |" in text and "| 16 | this checkout | 1,200.0 |" in text
     assert "- c=16: this checkout ×1.09 of abc123" in text
     assert "1,000, 1,600, 1,100" in text  # every round shown, so the noise is visible
+
+
+def test_each_process_gets_its_median_cpu_per_request() -> None:
+    rounds = []
+    for gateway_s, service_s in ((0.5, 0.3), (0.4, 0.2), (0.9, 0.25)):
+        r = row("abc123", 16, 1000)
+        r.requests = 1000
+        r.usage = {"gateway": ProcessUsage(gateway_s, 70), "model service mnist_mlp": ProcessUsage(service_s, 110)}
+        rounds.append(r)
+    rounds.append(row("abc123", 16, 900))  # no requests counted: left out, not a division by zero
+    assert by_process(rounds) == "gateway 0.500 · model service mnist_mlp 0.250"
+    assert "gateway 0.500 · model service mnist_mlp 0.250" in table({"abc123": rounds}, [16], "abc123")
 
 
 def test_each_side_imports_its_own_tree_first(tmp_path: Path) -> None:
