@@ -100,6 +100,7 @@ class QueueBackend:
             await self._replies.close()
         except RedisError:
             pass
+        await self._producer.close()
         await self._redis.aclose()
         await self._reply_redis.aclose()
 

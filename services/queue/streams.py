@@ -1,6 +1,10 @@
 """Operations on the streams: the gateway's side (enqueue, read replies) and the model
 service's side (read through the consumer group, reply + ACK, reclaim, dead-letter).
 
+The commands of every request (enqueue, reply read, group read, reply + ACK) go over
+services.queue.wire connections to the same server as the redis-py client given; the rest uses
+redis-py.
+
 Delivery is at-least-once: an entry is acknowledged (and deleted) only in the same pipeline
 that writes its reply, so a replica that dies mid-batch leaves its entries pending for
 another replica to claim. A gateway drops replies it is no longer waiting for.
@@ -9,11 +13,12 @@ another replica to claim. A gateway drops replies it is no longer waiting for.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -25,6 +30,7 @@ from redis.exceptions import ResponseError
 from services.queue import keys
 from services.queue.catalog import Announcement
 from services.queue.messages import ReplyEntry, RequestEntry
+from services.queue.wire import Command, Wire
 
 # Admission and append in one atomic step, for any number of entries of one model: each is
 # refused (0) when the stream already holds max_queue_size entries (queued + in a batch;
@@ -46,6 +52,7 @@ end
 return added
 """
 ENTRY_FIELDS = ("id", "reply_to", "deadline", "enqueued", "payload", "inflight")
+_ENQUEUE_SHA = hashlib.sha1(_ENQUEUE.encode()).hexdigest()
 
 REPLY_STREAM_MAXLEN = 100_000  # replies are read once by their gateway; the cap only bounds abandoned streams
 
@@ -66,17 +73,25 @@ class RequestProducer:
     """Gateway side: append requests to a model's stream with admission control."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
-        self._enqueue = redis.register_script(_ENQUEUE)
+        self._wire = Wire.like(redis)
 
     async def enqueue(self, model: str, entries: Sequence[RequestEntry], max_queue_size: int) -> list[bool]:
         """Append entries in order, in one round trip; False for each refused because the queue was full."""
-        args: list[str | bytes | int] = [max_queue_size]
+        command: list[str | bytes | int] = ["EVALSHA", _ENQUEUE_SHA, 1, keys.request_stream(model), max_queue_size]
         for entry in entries:
             fields = entry.to_fields()
-            args.extend(fields[name] for name in ENTRY_FIELDS)
-        added = await self._enqueue(keys=[keys.request_stream(model)], args=args)
+            command.extend(fields[name] for name in ENTRY_FIELDS)
+        try:
+            (added,) = await self._wire.execute(command)
+        except ResponseError as err:
+            if not str(err).startswith("NOSCRIPT"):
+                raise
+            # A Redis that restarted (or was flushed) forgot the script: load it, and go again.
+            (added,) = (await self._wire.execute(["SCRIPT", "LOAD", _ENQUEUE], command))[1:]
         return [bool(flag) for flag in added]
+
+    async def close(self) -> None:
+        await self._wire.aclose()
 
 
 class ReplyReader:
@@ -87,6 +102,7 @@ class ReplyReader:
 
     def __init__(self, redis: aioredis.Redis, gateway_id: str) -> None:
         self._redis = redis
+        self._wire = Wire.like(redis)  # blocks in XREAD: a connection of its own
         self.stream = keys.reply_stream(gateway_id)
         self._last_id: bytes | None = None  # set on the first read
         self._read_ids: list[bytes] = []
@@ -98,22 +114,33 @@ class ReplyReader:
             # answer nobody. Not "$" in every XREAD, which would skip replies written between two.
             newest: Any = await self._redis.xrevrange(self.stream, count=1)
             self._last_id = newest[0][0] if newest else b"0-0"
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[Command] = []
         if self._read_ids:
-            pipe.xdel(self.stream, *self._read_ids)
-        pipe.xread({self.stream: self._last_id}, count=count, block=block_ms)
-        results: Any = await pipe.execute()
+            commands.append(["XDEL", self.stream, *self._read_ids])
+        commands.append(["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", self.stream, self._last_id])
+        results = await self._wire.execute(*commands)
         self._read_ids = []
         replies: list[ReplyEntry] = []
-        for _stream, entries in results[-1] or []:
-            for entry_id, fields in entries:
-                self._last_id = entry_id
-                self._read_ids.append(entry_id)
-                replies.append(ReplyEntry.from_fields(fields))
+        for entry_id, fields in stream_entries(results[-1]):
+            self._last_id = entry_id
+            self._read_ids.append(entry_id)
+            replies.append(ReplyEntry.from_fields(fields))
         return replies
 
     async def close(self) -> None:
+        await self._wire.aclose()
         await self._redis.delete(self.stream)
+
+
+def stream_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """(id, fields) of every entry of an XREAD / XREADGROUP reply in RESP2 (None: nothing came;
+    an entry deleted while pending comes with no fields)."""
+    out: list[tuple[bytes, dict[bytes, bytes]]] = []
+    for _stream, entries in reply or []:
+        for entry_id, flat in entries:
+            flat = flat or []
+            out.append((entry_id, dict(zip(flat[::2], flat[1::2]))))
+    return out
 
 
 @dataclass(frozen=True)
@@ -144,7 +171,9 @@ class RequestConsumer:
         self.model = model
         self.consumer = consumer
         self.stream = keys.request_stream(model)
-        self._window: aioredis.Redis | None = None  # one connection of its own, for read_within
+        self._reads = Wire.like(redis)  # the group reads, which block while the queue is empty
+        self._writes = Wire.like(redis)  # replies + ACKs, and CLIENT UNBLOCK
+        self._window: Wire | None = None  # one connection of its own, for read_within
         self._window_id: int | None = None  # its CLIENT ID, for CLIENT UNBLOCK
 
     async def ensure_group(self) -> None:
@@ -156,11 +185,14 @@ class RequestConsumer:
 
     async def read(self, count: int, block_ms: int | None) -> list[Delivery]:
         """New entries for this replica; block_ms None returns at once."""
-        return await self._read_group(self._redis, count, block_ms)
+        return await self._read_group(self._reads, count, block_ms)
 
-    async def _read_group(self, client: aioredis.Redis, count: int, block_ms: int | None) -> list[Delivery]:
-        result: Any = await client.xreadgroup(keys.GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
-        return [_delivery(eid, fields) for _stream, entries in result or [] for eid, fields in entries]
+    async def _read_group(self, wire: Wire, count: int, block_ms: int | None) -> list[Delivery]:
+        command: list[str | int] = ["XREADGROUP", "GROUP", keys.GROUP, self.consumer, "COUNT", count]
+        if block_ms is not None:
+            command += ["BLOCK", block_ms]
+        (result,) = await wire.execute([*command, "STREAMS", self.stream, ">"])
+        return [_delivery(eid, fields) for eid, fields in stream_entries(result)]
 
     async def read_within(self, count: int, timeout_s: float) -> list[Delivery]:
         """New entries, waiting at most `timeout_s` for the first: back the moment one arrives.
@@ -170,14 +202,14 @@ class RequestConsumer:
         connection of its own and, when the window ends first, CLIENT UNBLOCK (from the shared
         connections) ends it as if it had timed out."""
         if self._window is None:
-            self._window = self._redis.client()
+            self._window = Wire.like(self._redis)
         if self._window_id is None:
-            self._window_id = int(await self._window.client_id())
+            self._window_id = int((await self._window.execute(["CLIENT", "ID"]))[0])
         block_ms = max(1, math.ceil(timeout_s * 1000))
         read = asyncio.ensure_future(self._read_group(self._window, count, block_ms))
         try:
             done, _ = await asyncio.wait({read}, timeout=timeout_s)
-            if not done and not await self._redis.client_unblock(self._window_id):
+            if not done and not (await self._writes.execute(["CLIENT", "UNBLOCK", self._window_id]))[0]:
                 # Not blocked: the reply is on its way, or the window reconnected under another
                 # id (then the read ends at its own BLOCK, and the id is asked again next time).
                 done, _ = await asyncio.wait({read}, timeout=0.001)
@@ -190,19 +222,24 @@ class RequestConsumer:
             raise
 
     async def close(self) -> None:
-        if self._window is not None:
-            await self._window.aclose()
-            self._window = None
+        for wire in (self._reads, self._writes, self._window):
+            if wire is not None:
+                await wire.aclose()
+        self._window = None
 
     async def finish(self, entry_ids: Sequence[bytes], replies: Sequence[tuple[str, ReplyEntry]]) -> None:
         """Write the replies, ACK and delete the entries: one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[Command] = []
         for reply_to, reply in replies:
-            pipe.xadd(reply_to, cast(Any, reply.to_fields()), maxlen=REPLY_STREAM_MAXLEN, approximate=True)
+            command: list[str | bytes | int] = ["XADD", reply_to, "MAXLEN", "~", REPLY_STREAM_MAXLEN, "*"]
+            for name, value in reply.to_fields().items():
+                command += [name, value]
+            commands.append(command)
         if entry_ids:
-            pipe.xack(self.stream, keys.GROUP, *entry_ids)
-            pipe.xdel(self.stream, *entry_ids)
-        await pipe.execute()
+            commands.append(["XACK", self.stream, keys.GROUP, *entry_ids])
+            commands.append(["XDEL", self.stream, *entry_ids])
+        if commands:
+            await self._writes.execute(*commands)
 
     async def claim_stale(self, min_idle_ms: int, max_deliveries: int) -> tuple[list[Delivery], list[Delivery]]:
         """Take over entries pending on any replica for `min_idle_ms` (XAUTOCLAIM): the safety net

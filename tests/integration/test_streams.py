@@ -38,6 +38,7 @@ def test_enqueue_admits_entries_one_by_one_up_to_the_queue_size(redis_url: str) 
         first = await producer.enqueue("admit", [entry(i) for i in range(3)], max_queue_size=5)
         second = await producer.enqueue("admit", [entry(i) for i in range(3, 6)], max_queue_size=5)
         stored = [fields[b"id"] for _, fields in await redis.xrange(keys.request_stream("admit"))]
+        await producer.close()
         await redis.aclose()
         return first, second, stored
 
@@ -59,6 +60,8 @@ def test_reply_reader_deletes_what_it_read_on_its_next_read(redis_url: str) -> N
         await consumer.finish([], [(reader.stream, ReplyEntry("b0", 0, "", b"y"))])
         second = [r.request_id for r in await reader.read(block_ms=100)]
         left_after_second = await redis.xlen(reader.stream)
+        await reader.close()
+        await consumer.close()
         await redis.aclose()
         return first, left_after_first, second, left_after_second
 
@@ -133,6 +136,7 @@ def test_read_within_wakes_on_arrival_and_ends_at_the_window(redis_url: str) -> 
         took.append(time.perf_counter() - t0)
         await sender
         await consumer.close()
+        await producer.close()
         await redis.aclose()
         return took, got
 

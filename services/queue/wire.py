@@ -1,0 +1,224 @@
+"""The hot path's Redis connection: commands written in one piece, replies parsed by hiredis.
+
+redis-py serves everything else (the catalogue, heartbeats, take-overs, statistics). The few
+commands every request makes (the enqueue script, the reply read, the replica's group read and
+its reply + ACK pipeline) go through `Wire`, because redis-py spends more Python per command
+than the command costs: a py-spy profile of the gateway at concurrency 64 had a third of its
+busy samples under redis-py (retry wrapper, connection pool, command packing, pipeline object,
+response callbacks), see docs/profiles.md.
+
+One `Wire` is one connection with pipelining: concurrent callers each write their commands at
+once and their replies come back in order. A blocking command (XREAD BLOCK) holds the
+connection, so a blocking reader gets a `Wire` of its own. Failures keep redis-py's meaning, so
+callers handle one set of errors: an error reply raises ResponseError, a connection that drops
+or a reply that takes longer than the timeout raises ConnectionError or TimeoutError after the
+same retries as services.queue.streams.connect (10, 20 and 40 ms), and the connection is dropped
+and made again on the next call. A caller cancelled while waiting also drops the connection: its
+reply would otherwise be read as the next caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Arg = bytes | str | int | float
+Command = Sequence[Arg]
+
+RETRIES = 3
+BACKOFF_S = 0.01  # doubled per retry, as streams.connect's ExponentialBackoff(base=0.01)
+BACKOFF_CAP_S = 0.25
+
+
+def pack(commands: Sequence[Command]) -> bytes:
+    """Commands in RESP, as one buffer."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, float):
+                data = repr(arg).encode()
+            else:
+                data = b"%d" % arg
+            out.append(b"$%d\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    """Replies, in order, to whoever wrote the commands they answer."""
+
+    def __init__(self) -> None:
+        self._parser = hiredis.Reader(replyError=ResponseError)
+        self._waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, data: bytes, replies: int) -> asyncio.Future[list[Any]]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if self.lost or self.transport is None:
+            future.set_exception(RedisConnectionError("connection to Redis lost"))
+            return future
+        self._waiting.append((future, replies, []))
+        self.transport.write(data)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed(data)
+            while self._waiting:
+                reply = self._parser.gets()
+                if reply is False:  # RESP2 has no booleans: False means "incomplete"
+                    return
+                future, expected, replies = self._waiting[0]
+                replies.append(reply)
+                if len(replies) == expected:
+                    self._waiting.popleft()
+                    if not future.done():  # its caller may have given up (then the connection goes)
+                        future.set_result(replies)
+        except hiredis.ProtocolError as err:
+            self.abort(RedisConnectionError(f"Redis protocol error: {err}"))
+
+    def abort(self, err: Exception) -> None:
+        self.lost = True
+        if self.transport is not None:
+            self.transport.abort()
+        self.connection_lost(err)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self._waiting:
+            future, _, _ = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(exc if isinstance(exc, RedisConnectionError)
+                                     else RedisConnectionError(f"connection to Redis lost: {exc}"))
+
+
+class Wire:
+    """One pipelined connection to the server a redis-py client talks to (`Wire.like`)."""
+
+    def __init__(self, host: str, port: int, db: int = 0, username: str | None = None, password: str | None = None,
+                 timeout_s: float = 5.0, tls: ssl.SSLContext | None = None, retries: int = RETRIES) -> None:
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password = username, password
+        self.timeout_s, self.tls, self.retries = timeout_s, tls, retries
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    @classmethod
+    def from_url(cls, url: str, timeout_s: float) -> Wire:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"unsupported Redis URL scheme '{parts.scheme}' (redis:// or rediss://)")
+        db = int(parts.path.lstrip("/") or 0)
+        return cls(parts.hostname or "localhost", parts.port or 6379, db, unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None, timeout_s,
+                   ssl.create_default_context() if parts.scheme == "rediss" else None)
+
+    @classmethod
+    def like(cls, client: aioredis.Redis, timeout_s: float | None = None) -> Wire:
+        """A connection to the same server, database and user as `client` (and its timeout)."""
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+        tls = None
+        if issubclass(pool.connection_class, SSLConnection):
+            tls = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
+        return cls(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), int(kwargs.get("db", 0)),
+                   kwargs.get("username"), kwargs.get("password"),
+                   timeout_s if timeout_s is not None else float(kwargs.get("socket_timeout") or 5.0), tls)
+
+    async def execute(self, *commands: Command) -> list[Any]:
+        """Every command's reply, in one round trip; the first error reply is raised."""
+        data = pack(commands)
+        for attempt in range(self.retries + 1):
+            try:
+                replies = await self._round_trip(data, len(commands))
+                break
+            except (RedisConnectionError, RedisTimeoutError):
+                self.drop()
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(min(BACKOFF_CAP_S, BACKOFF_S * 2 ** attempt))
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    async def _round_trip(self, data: bytes, count: int) -> list[Any]:
+        protocol = await self._connected()
+        future = protocol.send(data, count)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.timeout_s, _time_out, future, self.timeout_s)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.drop()  # the reply still comes, and would be taken for the next caller's
+            raise
+        finally:
+            timer.cancel()
+
+    async def _connected(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and not protocol.lost:
+            return protocol
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and not self._protocol.lost:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            try:
+                _, fresh = await asyncio.wait_for(
+                    loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls), self.timeout_s)
+            except (OSError, asyncio.TimeoutError) as err:
+                raise RedisConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {err}") from err
+            hello: list[Command] = []
+            if self.password is not None:
+                hello.append(["AUTH", self.username, self.password] if self.username else ["AUTH", self.password])
+            if self.db:
+                hello.append(["SELECT", self.db])
+            if hello:
+                try:
+                    replies = await asyncio.wait_for(fresh.send(pack(hello), len(hello)), self.timeout_s)
+                except asyncio.TimeoutError as err:
+                    fresh.abort(RedisConnectionError("no answer to AUTH / SELECT"))
+                    raise RedisTimeoutError(f"no reply from Redis within {self.timeout_s:g} s") from err
+                for reply in replies:
+                    if isinstance(reply, ResponseError):  # a wrong password: not retried
+                        fresh.abort(RedisConnectionError(str(reply)))
+                        raise reply
+            self._protocol = fresh
+            return fresh
+
+    def drop(self) -> None:
+        """Close the connection (the next call makes a new one)."""
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and not protocol.lost:
+            protocol.abort(RedisConnectionError("connection dropped"))
+
+    async def aclose(self) -> None:
+        self.drop()
+
+
+def _time_out(future: asyncio.Future[list[Any]], timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(RedisTimeoutError(f"no reply from Redis within {timeout_s:g} s"))

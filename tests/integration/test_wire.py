@@ -1,0 +1,132 @@
+"""services.queue.wire against a real redis-server: pipelined callers each get their own
+replies, errors keep redis-py's types, and a connection that drops, times out or whose caller
+gave up is made again without handing anyone a reply meant for someone else."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from services.queue import streams
+from services.queue.wire import Wire, pack
+from tests.support import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> RedisServer:
+    server = RedisServer(tmp_path / "redis", password="s3cret")
+    yield server
+    server.stop()
+
+
+def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
+    assert pack([["SET", b"k\r\n", 7], ["GET", "k"]]) == (
+        b"*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n7\r\n" b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+    assert pack([["SET", "k", 0.1]]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n0.1\r\n"
+
+
+def test_the_url_gives_server_user_password_and_database() -> None:
+    wire = Wire.from_url("redis://ops:p%40ss@cache.local:6390/3", 2.0)
+    assert (wire.host, wire.port, wire.db, wire.username, wire.password, wire.tls) == (
+        "cache.local", 6390, 3, "ops", "p@ss", None)
+    assert Wire.from_url("rediss://h", 1.0).tls is not None
+    with pytest.raises(ValueError, match="scheme"):
+        Wire.from_url("unix:///tmp/redis.sock", 1.0)
+    like = Wire.like(streams.connect("redis://:pw@127.0.0.1:7000/2", 4.0))
+    assert (like.host, like.port, like.db, like.password, like.timeout_s) == ("127.0.0.1", 7000, 2, "pw", 4.0)
+
+
+def test_concurrent_callers_share_one_connection_and_get_their_own_replies(server: RedisServer) -> None:
+    async def main() -> list[list[object]]:
+        wire = Wire.like(streams.connect(server.url.replace("/0", "/5"), 5.0))
+        await wire.execute(["FLUSHDB"])
+        answers = await asyncio.gather(*(wire.execute(["SET", f"k{i}", i], ["INCRBY", f"k{i}", 100], ["GET", f"k{i}"])
+                                         for i in range(50)))
+        where = await wire.execute(["CLIENT", "INFO"])
+        await wire.aclose()
+        return [*answers, where]
+
+    *answers, where = asyncio.run(main())
+    assert answers == [[b"OK", 100 + i, str(100 + i).encode()] for i in range(50)]
+    assert b" db=5 " in where[0]  # authenticated, and on the database the URL names
+
+
+def test_an_error_reply_raises_and_the_connection_stays_usable(server: RedisServer) -> None:
+    async def main() -> list[object]:
+        wire = Wire.like(streams.connect(server.url, 5.0))
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await wire.execute(["SET", "s", "x"], ["LPUSH", "s", "y"])
+        with pytest.raises(ResponseError, match="NOSCRIPT"):
+            await wire.execute(["EVALSHA", "0" * 40, 0])
+        after = await wire.execute(["GET", "s"])
+        await wire.aclose()
+        return after
+
+    assert asyncio.run(main()) == [b"x"]
+
+
+def test_a_wrong_password_is_refused_not_retried(server: RedisServer) -> None:
+    async def main() -> None:
+        wire = Wire.from_url(server.url.replace("s3cret", "wrong"), 2.0)
+        with pytest.raises(ResponseError):
+            await wire.execute(["PING"])
+        await wire.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_killed_connection_is_made_again_on_the_next_call(server: RedisServer) -> None:
+    async def main() -> tuple[object, object]:
+        admin = Wire.like(streams.connect(server.url, 5.0))
+        wire = Wire.like(streams.connect(server.url, 5.0))
+        (first_id,) = await wire.execute(["CLIENT", "ID"])
+        await admin.execute(["CLIENT", "KILL", "ID", first_id])
+        (second_id,) = await wire.execute(["CLIENT", "ID"])  # the write or the read fails, the retry reconnects
+        await wire.aclose()
+        await admin.aclose()
+        return first_id, second_id
+
+    first_id, second_id = asyncio.run(main())
+    assert second_id != first_id
+
+
+def test_redis_down_raises_connection_error_after_the_retries(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "gone")
+    url = server.url
+    server.stop()
+
+    async def main() -> None:
+        wire = Wire.from_url(url, 0.5)
+        with pytest.raises(RedisConnectionError):
+            await wire.execute(["PING"])
+
+    asyncio.run(main())
+
+
+def test_a_reply_later_than_the_timeout_raises_and_the_next_caller_gets_its_own(server: RedisServer) -> None:
+    async def main() -> tuple[list[object], list[object]]:
+        wire = Wire.like(streams.connect(server.url, 0.2))
+        wire.retries = 0
+        with pytest.raises(RedisTimeoutError):
+            await wire.execute(["BLPOP", "nothing", 2])  # the server answers after 2 s
+        after_timeout = await wire.execute(["ECHO", "a"])
+        # A caller that gives up (cancelled) leaves its reply on the way: the connection goes,
+        # so that reply is never read as the next caller's.
+        slow = asyncio.ensure_future(Wire.execute(wire, ["BLPOP", "nothing", 2]))
+        await asyncio.sleep(0.01)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        after_cancel = await wire.execute(["ECHO", "b"])
+        await wire.aclose()
+        return after_timeout, after_cancel
+
+    wire_timeout = asyncio.run(main())
+    assert wire_timeout == ([b"a"], [b"b"])
