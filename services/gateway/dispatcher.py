@@ -58,6 +58,11 @@ class _Gathering:
             self.future.set_result(self.replies)
 
 
+def _expire(future: asyncio.Future[ReplyEntry], model: str) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceeded(f"model '{model}' did not answer within the deadline"))
+
+
 class QueueBackend:
     def __init__(self, settings: GatewaySettings, metrics: Metrics, catalog: Catalog | None = None) -> None:
         self._settings = settings
@@ -185,10 +190,13 @@ class QueueBackend:
                 raise Unavailable(f"the queue of model '{spec.name}' cannot be reached") from err
             if not accepted:
                 raise QueueFull(f"the queue of model '{spec.name}' is full ({spec.max_queue_size} requests)")
+            # One timer on the reply's future (asyncio.wait_for would add a waiter future, a
+            # callback and a cancellation per request).
+            timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.time()), _expire, future, spec.name)
             try:
-                return await asyncio.wait_for(future, max(0.0, deadline - time.time()))
-            except TimeoutError as err:
-                raise DeadlineExceeded(f"model '{spec.name}' did not answer within the deadline") from err
+                return await future
+            finally:
+                timer.cancel()
         finally:
             self._waiting.pop(request_id, None)
             self._inflight[spec.name] -= 1
