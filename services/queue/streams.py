@@ -102,7 +102,7 @@ class ReplyReader:
 
     def __init__(self, redis: aioredis.Redis, gateway_id: str) -> None:
         self._redis = redis
-        self._wire = Wire.like(redis)  # blocks in XREAD: a connection of its own
+        self._wire = Wire.like(redis, blocking=True)  # blocks in XREAD: a connection of its own
         self.stream = keys.reply_stream(gateway_id)
         self._last_id: bytes | None = None  # set on the first read
         self._read_ids: list[bytes] = []
@@ -171,7 +171,7 @@ class RequestConsumer:
         self.model = model
         self.consumer = consumer
         self.stream = keys.request_stream(model)
-        self._reads = Wire.like(redis)  # the group reads, which block while the queue is empty
+        self._reads = Wire.like(redis, blocking=True)  # the group reads, which block while the queue is empty
         self._writes = Wire.like(redis)  # replies + ACKs, and CLIENT UNBLOCK
         self._window: Wire | None = None  # one connection of its own, for read_within
         self._window_id: int | None = None  # its CLIENT ID, for CLIENT UNBLOCK
@@ -202,7 +202,7 @@ class RequestConsumer:
         connection of its own and, when the window ends first, CLIENT UNBLOCK (from the shared
         connections) ends it as if it had timed out."""
         if self._window is None:
-            self._window = Wire.like(self._redis)
+            self._window = Wire.like(self._redis, blocking=True)
         if self._window_id is None:
             self._window_id = int((await self._window.execute(["CLIENT", "ID"]))[0])
         block_ms = max(1, math.ceil(timeout_s * 1000))

@@ -13,8 +13,9 @@ connection, so a blocking reader gets a `Wire` of its own. Failures keep redis-p
 callers handle one set of errors: an error reply raises ResponseError, a connection that drops
 or a reply that takes longer than the timeout raises ConnectionError or TimeoutError after the
 same retries as services.queue.streams.connect (10, 20 and 40 ms), and the connection is dropped
-and made again on the next call. A caller cancelled while waiting also drops the connection: its
-reply would otherwise be read as the next caller's.
+and made again on the next call. A caller cancelled while waiting leaves its slot in the queue
+of replies (its reply, when it comes, is read and dropped), except on a blocking connection: a
+cancelled blocking read would hold it until its BLOCK ends, so that connection is made again.
 """
 
 from __future__ import annotations
@@ -117,10 +118,13 @@ class Wire:
     """One pipelined connection to the server a redis-py client talks to (`Wire.like`)."""
 
     def __init__(self, host: str, port: int, db: int = 0, username: str | None = None, password: str | None = None,
-                 timeout_s: float = 5.0, tls: ssl.SSLContext | None = None, retries: int = RETRIES) -> None:
+                 timeout_s: float = 5.0, tls: ssl.SSLContext | None = None, retries: int = RETRIES,
+                 blocking: bool = False) -> None:
+        """`blocking`: this connection carries blocking reads (see the module's notes on cancelling)."""
         self.host, self.port, self.db = host, port, db
         self.username, self.password = username, password
         self.timeout_s, self.tls, self.retries = timeout_s, tls, retries
+        self.blocking = blocking
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -135,7 +139,7 @@ class Wire:
                    ssl.create_default_context() if parts.scheme == "rediss" else None)
 
     @classmethod
-    def like(cls, client: aioredis.Redis, timeout_s: float | None = None) -> Wire:
+    def like(cls, client: aioredis.Redis, timeout_s: float | None = None, blocking: bool = False) -> Wire:
         """A connection to the same server, database and user as `client` (and its timeout)."""
         pool = client.connection_pool
         kwargs = pool.connection_kwargs
@@ -144,7 +148,8 @@ class Wire:
             tls = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
         return cls(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), int(kwargs.get("db", 0)),
                    kwargs.get("username"), kwargs.get("password"),
-                   timeout_s if timeout_s is not None else float(kwargs.get("socket_timeout") or 5.0), tls)
+                   timeout_s if timeout_s is not None else float(kwargs.get("socket_timeout") or 5.0), tls,
+                   blocking=blocking)
 
     async def execute(self, *commands: Command) -> list[Any]:
         """Every command's reply, in one round trip; the first error reply is raised."""
@@ -171,7 +176,8 @@ class Wire:
         try:
             return await future
         except asyncio.CancelledError:
-            self.drop()  # the reply still comes, and would be taken for the next caller's
+            if self.blocking:  # its read would hold the connection until the BLOCK ends
+                self.drop()
             raise
         finally:
             timer.cancel()

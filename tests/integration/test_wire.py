@@ -117,16 +117,36 @@ def test_a_reply_later_than_the_timeout_raises_and_the_next_caller_gets_its_own(
         with pytest.raises(RedisTimeoutError):
             await wire.execute(["BLPOP", "nothing", 2])  # the server answers after 2 s
         after_timeout = await wire.execute(["ECHO", "a"])
-        # A caller that gives up (cancelled) leaves its reply on the way: the connection goes,
-        # so that reply is never read as the next caller's.
-        slow = asyncio.ensure_future(Wire.execute(wire, ["BLPOP", "nothing", 2]))
-        await asyncio.sleep(0.01)
+        await wire.aclose()
+        return after_timeout
+
+    assert asyncio.run(main()) == [b"a"]
+
+
+def test_a_caller_that_gives_up_never_gets_its_reply_read_as_the_next_callers(server: RedisServer) -> None:
+    async def main() -> tuple[list[object], list[object], bool]:
+        client = streams.connect(server.url, 5.0)
+        # On a shared connection the cancelled caller's reply is read into its own slot and dropped.
+        shared = Wire.like(client)
+        (before,) = await shared.execute(["CLIENT", "ID"])
+        gone = asyncio.ensure_future(shared.execute(["ECHO", "cancelled"]))
+        await asyncio.sleep(0)  # written, waiting for its reply
+        gone.cancel()
+        after = await shared.execute(["ECHO", "b"], ["CLIENT", "ID"])
+        # On a blocking connection a cancelled read would hold it until its BLOCK ends: it is
+        # made again, and the next call does not wait 2 s behind the read.
+        reader = Wire.like(client, timeout_s=0.5, blocking=True)
+        reader.retries = 0
+        slow = asyncio.ensure_future(reader.execute(["BLPOP", "nothing", 2]))
+        await asyncio.sleep(0.05)
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
-        after_cancel = await wire.execute(["ECHO", "b"])
-        await wire.aclose()
-        return after_timeout, after_cancel
+        quick = await reader.execute(["ECHO", "c"])
+        await shared.aclose()
+        await reader.aclose()
+        return after, quick, after[1] == before
 
-    wire_timeout = asyncio.run(main())
-    assert wire_timeout == ([b"a"], [b"b"])
+    after, quick, same_connection = asyncio.run(main())
+    assert after[0] == b"b" and same_connection
+    assert quick == [b"c"]
