@@ -10,18 +10,24 @@ response callbacks), see docs/profiles.md.
 One `Wire` is one connection with pipelining: concurrent callers each write their commands at
 once and their replies come back in order. A blocking command (XREAD BLOCK) holds the
 connection, so a blocking reader gets a `Wire` of its own. Failures keep redis-py's meaning, so
-callers handle one set of errors: an error reply raises ResponseError, a connection that drops
-or a reply that takes longer than the timeout raises ConnectionError or TimeoutError after the
-same retries as services.queue.streams.connect (10, 20 and 40 ms), and the connection is dropped
-and made again on the next call. A caller cancelled while waiting leaves its slot in the queue
-of replies (its reply, when it comes, is read and dropped), except on a blocking connection: a
-cancelled blocking read would hold it until its BLOCK ends, so that connection is made again.
+callers handle one set of errors: an error reply raises ResponseError (LOADING is retried), a
+connection that drops or a reply that takes longer than the timeout raises ConnectionError or
+TimeoutError after the same retries as services.queue.streams.connect (10, 20 and 40 ms).
+
+What a failure does to the connection: a dropped one is made again on the next call, by one
+connect attempt that every waiting caller shares. A reply later than the timeout, or one whose
+caller was cancelled, keeps its slot in the queue of replies (read and dropped when it comes),
+so the callers behind it are neither failed nor sent again; the connection is given up only when
+the server has been silent on it for the whole timeout, or when it carries blocking reads (a
+cancelled or overdue read would hold it until its BLOCK ends). redis:// and rediss:// only: a
+unix-socket URL is refused at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +35,8 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -70,9 +77,11 @@ class _Protocol(asyncio.Protocol):
         self._waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.heard = time.monotonic()  # when the server last sent anything (or the connection was made)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.heard = time.monotonic()
 
     def send(self, data: bytes, replies: int) -> asyncio.Future[list[Any]]:
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -84,6 +93,7 @@ class _Protocol(asyncio.Protocol):
         return future
 
     def data_received(self, data: bytes) -> None:
+        self.heard = time.monotonic()
         try:
             self._parser.feed(data)
             while self._waiting:
@@ -94,7 +104,7 @@ class _Protocol(asyncio.Protocol):
                 replies.append(reply)
                 if len(replies) == expected:
                     self._waiting.popleft()
-                    if not future.done():  # its caller may have given up (then the connection goes)
+                    if not future.done():  # its caller may have given up or timed out: dropped
                         future.set_result(replies)
         except hiredis.ProtocolError as err:
             self.abort(RedisConnectionError(f"Redis protocol error: {err}"))
@@ -126,7 +136,8 @@ class Wire:
         self.timeout_s, self.tls, self.retries = timeout_s, tls, retries
         self.blocking = blocking
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None  # the one connect attempt under way
+        self._generation = 0  # bumped by drop(): a connect that began before it is not installed
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float) -> Wire:
@@ -140,26 +151,39 @@ class Wire:
 
     @classmethod
     def like(cls, client: aioredis.Redis, timeout_s: float | None = None, blocking: bool = False) -> Wire:
-        """A connection to the same server, database and user as `client` (and its timeout)."""
+        """A connection to the same server, database and user as `client` (and its timeout);
+        ValueError for a client it cannot copy (a unix socket)."""
         pool = client.connection_pool
         kwargs = pool.connection_kwargs
+        if not issubclass(pool.connection_class, Connection) or "path" in kwargs:
+            raise ValueError(f"the queue's connections take redis:// or rediss:// URLs, not {pool.connection_class.__name__}")
         tls = None
         if issubclass(pool.connection_class, SSLConnection):
             tls = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
+            if kwargs.get("ssl_certfile"):
+                tls.load_cert_chain(kwargs["ssl_certfile"], kwargs.get("ssl_keyfile"), kwargs.get("ssl_password"))
+            if kwargs.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+            elif kwargs.get("ssl_check_hostname") is False:
+                tls.check_hostname = False
         return cls(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), int(kwargs.get("db", 0)),
                    kwargs.get("username"), kwargs.get("password"),
                    timeout_s if timeout_s is not None else float(kwargs.get("socket_timeout") or 5.0), tls,
                    blocking=blocking)
 
     async def execute(self, *commands: Command) -> list[Any]:
-        """Every command's reply, in one round trip; the first error reply is raised."""
+        """Every command's reply, in one round trip; the first error reply is raised (a server
+        still loading its data, LOADING, is retried as redis-py does)."""
         data = pack(commands)
         for attempt in range(self.retries + 1):
             try:
                 replies = await self._round_trip(data, len(commands))
+                loading = next((r for r in replies if isinstance(r, ResponseError) and str(r).startswith("LOADING")), None)
+                if loading is not None:
+                    raise BusyLoadingError(str(loading))
                 break
             except (RedisConnectionError, RedisTimeoutError):
-                self.drop()
                 if attempt == self.retries:
                     raise
                 await asyncio.sleep(min(BACKOFF_CAP_S, BACKOFF_S * 2 ** attempt))
@@ -179,6 +203,16 @@ class Wire:
             if self.blocking:  # its read would hold the connection until the BLOCK ends
                 self.drop()
             raise
+        except RedisTimeoutError:
+            # A slow reply keeps its slot (read and dropped when it comes), so the callers
+            # behind it are not failed and sent again; a connection the server has been silent
+            # on for the whole timeout (or that carries a blocking read) is given up.
+            if self.blocking or time.monotonic() - protocol.heard >= self.timeout_s:
+                self.drop()
+            raise
+        except RedisConnectionError:
+            self.drop()
+            raise
         finally:
             timer.cancel()
 
@@ -186,17 +220,19 @@ class Wire:
         protocol = self._protocol
         if protocol is not None and not protocol.lost:
             return protocol
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._protocol is not None and not self._protocol.lost:
-                return self._protocol
-            loop = asyncio.get_running_loop()
-            try:
-                _, fresh = await asyncio.wait_for(
-                    loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls), self.timeout_s)
-            except (OSError, asyncio.TimeoutError) as err:
-                raise RedisConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {err}") from err
+        attempt = self._connecting
+        if attempt is None or attempt.done():  # one attempt at a time, shared by whoever waits for it
+            attempt = self._connecting = asyncio.ensure_future(self._connect(self._generation))
+        return await asyncio.shield(attempt)
+
+    async def _connect(self, generation: int) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            _, fresh = await asyncio.wait_for(
+                loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls), self.timeout_s)
+        except (OSError, asyncio.TimeoutError) as err:
+            raise RedisConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {err}") from err
+        try:
             hello: list[Command] = []
             if self.password is not None:
                 hello.append(["AUTH", self.username, self.password] if self.username else ["AUTH", self.password])
@@ -206,17 +242,21 @@ class Wire:
                 try:
                     replies = await asyncio.wait_for(fresh.send(pack(hello), len(hello)), self.timeout_s)
                 except asyncio.TimeoutError as err:
-                    fresh.abort(RedisConnectionError("no answer to AUTH / SELECT"))
                     raise RedisTimeoutError(f"no reply from Redis within {self.timeout_s:g} s") from err
                 for reply in replies:
                     if isinstance(reply, ResponseError):  # a wrong password: not retried
-                        fresh.abort(RedisConnectionError(str(reply)))
                         raise reply
-            self._protocol = fresh
-            return fresh
+            if generation != self._generation:
+                raise RedisConnectionError("connection dropped while it was made")
+        except BaseException:
+            fresh.abort(RedisConnectionError("connection set-up failed"))
+            raise
+        self._protocol = fresh
+        return fresh
 
     def drop(self) -> None:
-        """Close the connection (the next call makes a new one)."""
+        """Close the connection, and any being made (the next call makes a new one)."""
+        self._generation += 1
         protocol, self._protocol = self._protocol, None
         if protocol is not None and not protocol.lost:
             protocol.abort(RedisConnectionError("connection dropped"))

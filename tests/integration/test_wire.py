@@ -5,6 +5,7 @@ gave up is made again without handing anyone a reply meant for someone else."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -111,16 +112,38 @@ def test_redis_down_raises_connection_error_after_the_retries(tmp_path: Path) ->
 
 
 def test_a_reply_later_than_the_timeout_raises_and_the_next_caller_gets_its_own(server: RedisServer) -> None:
-    async def main() -> tuple[list[object], list[object]]:
-        wire = Wire.like(streams.connect(server.url, 0.2))
-        wire.retries = 0
+    async def main() -> tuple[list[object], bool, list[object], bool]:
+        client = streams.connect(server.url, 0.3)
+        # A connection the server has been silent on for the whole timeout is given up.
+        silent = Wire.like(client)
+        silent.retries = 0
         with pytest.raises(RedisTimeoutError):
-            await wire.execute(["BLPOP", "nothing", 2])  # the server answers after 2 s
-        after_timeout = await wire.execute(["ECHO", "a"])
-        await wire.aclose()
-        return after_timeout
+            await silent.execute(["BLPOP", "nothing", 2])  # the server answers after 2 s
+        first = silent._protocol
+        after_silence = await silent.execute(["ECHO", "a"])
+        # A connection the server spoke on within the timeout keeps the slow reply's slot: the
+        # callers behind it are not failed, and the late reply is read and dropped, not handed
+        # to the next caller.
+        busy = Wire.like(client)
+        busy.retries = 0
+        await busy.execute(["PING"])
+        protocol = busy._protocol
+        slow = asyncio.ensure_future(busy.execute(["BLPOP", "nothing", 1]))
+        await asyncio.sleep(0.25)
+        assert protocol is not None
+        protocol.heard = time.monotonic()  # as if other replies had just come in
+        with pytest.raises(RedisTimeoutError):
+            await slow
+        kept = busy._protocol is protocol and not protocol.lost
+        busy.timeout_s = 5.0
+        after_slow = await busy.execute(["ECHO", "b"])  # comes after the BLPOP's nil, then its own
+        await silent.aclose()
+        await busy.aclose()
+        return after_silence, first is None, after_slow, kept
 
-    assert asyncio.run(main()) == [b"a"]
+    after_silence, dropped, after_slow, kept = asyncio.run(main())
+    assert after_silence == [b"a"] and dropped
+    assert after_slow == [b"b"] and kept
 
 
 def test_a_caller_that_gives_up_never_gets_its_reply_read_as_the_next_callers(server: RedisServer) -> None:
@@ -150,3 +173,53 @@ def test_a_caller_that_gives_up_never_gets_its_reply_read_as_the_next_callers(se
     after, quick, same_connection = asyncio.run(main())
     assert after[0] == b"b" and same_connection
     assert quick == [b"c"]
+
+
+def test_callers_that_find_no_connection_share_one_connect(server: RedisServer) -> None:
+    async def main() -> set[object]:
+        wire = Wire.like(streams.connect(server.url, 5.0))
+        ids = await asyncio.gather(*(wire.execute(["CLIENT", "ID"]) for _ in range(20)))
+        await wire.aclose()
+        return {reply[0] for reply in ids}
+
+    assert len(asyncio.run(main())) == 1
+
+
+def test_a_server_still_loading_its_data_is_retried() -> None:
+    """LOADING (a Redis reading its append-only file after a restart) is retried with backoff,
+    as redis-py does; other error replies are not."""
+    async def main() -> tuple[list[object], int]:
+        answers = [b"-LOADING Redis is loading the dataset in memory\r\n", b"+PONG\r\n"]
+        asked = 0
+
+        done = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal asked
+            try:
+                while await reader.read(1024):
+                    writer.write(answers[min(asked, len(answers) - 1)])
+                    asked += 1
+                    await writer.drain()
+            finally:
+                writer.close()
+                await writer.wait_closed()
+                done.set()
+
+        fake = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = fake.sockets[0].getsockname()[1]
+        wire = Wire("127.0.0.1", port, timeout_s=2.0)
+        reply = await wire.execute(["PING"])
+        await wire.aclose()
+        await asyncio.wait_for(done.wait(), 5)
+        fake.close()
+        await fake.wait_closed()
+        return reply, asked
+
+    reply, asked = asyncio.run(main())
+    assert reply == [b"PONG"] and asked == 2
+
+
+def test_a_unix_socket_client_is_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="redis:// or rediss://"):
+        Wire.like(streams.connect("unix:///tmp/redis.sock", 1.0))
