@@ -19,8 +19,8 @@ connect attempt that every waiting caller shares. A reply later than the timeout
 caller was cancelled, keeps its slot in the queue of replies (read and dropped when it comes),
 so the callers behind it are neither failed nor sent again; the connection is given up only when
 the server has been silent on it for the whole timeout, or when it carries blocking reads (a
-cancelled or overdue read would hold it until its BLOCK ends). redis:// and rediss:// only: a
-unix-socket URL is refused at start.
+cancelled or overdue read would hold it until its BLOCK ends). It speaks TCP (redis://),
+TLS (rediss://) and unix sockets (unix://), as the redis-py client it copies.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -129,9 +129,10 @@ class Wire:
 
     def __init__(self, host: str, port: int, db: int = 0, username: str | None = None, password: str | None = None,
                  timeout_s: float = 5.0, tls: ssl.SSLContext | None = None, retries: int = RETRIES,
-                 blocking: bool = False) -> None:
-        """`blocking`: this connection carries blocking reads (see the module's notes on cancelling)."""
-        self.host, self.port, self.db = host, port, db
+                 blocking: bool = False, path: str | None = None) -> None:
+        """`blocking`: this connection carries blocking reads (see the module's notes on cancelling);
+        `path`: a unix socket to connect to instead of host and port."""
+        self.host, self.port, self.db, self.path = host, port, db, path
         self.username, self.password = username, password
         self.timeout_s, self.tls, self.retries = timeout_s, tls, retries
         self.blocking = blocking
@@ -142,8 +143,12 @@ class Wire:
     @classmethod
     def from_url(cls, url: str, timeout_s: float) -> Wire:
         parts = urlsplit(url)
+        if parts.scheme == "unix":
+            query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+            return cls("localhost", 0, int(query.get("db", 0)), unquote(parts.username) if parts.username else None,
+                       unquote(parts.password) if parts.password else None, timeout_s, path=parts.path)
         if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"unsupported Redis URL scheme '{parts.scheme}' (redis:// or rediss://)")
+            raise ValueError(f"unsupported Redis URL scheme '{parts.scheme}' (redis://, rediss:// or unix://)")
         db = int(parts.path.lstrip("/") or 0)
         return cls(parts.hostname or "localhost", parts.port or 6379, db, unquote(parts.username) if parts.username else None,
                    unquote(parts.password) if parts.password else None, timeout_s,
@@ -151,12 +156,17 @@ class Wire:
 
     @classmethod
     def like(cls, client: aioredis.Redis, timeout_s: float | None = None, blocking: bool = False) -> Wire:
-        """A connection to the same server, database and user as `client` (and its timeout);
-        ValueError for a client it cannot copy (a unix socket)."""
+        """A connection to the same server (TCP, TLS or unix socket), database and user as
+        `client`, with its timeout; ValueError for a connection class it does not know."""
         pool = client.connection_pool
         kwargs = pool.connection_kwargs
-        if not issubclass(pool.connection_class, Connection) or "path" in kwargs:
-            raise ValueError(f"the queue's connections take redis:// or rediss:// URLs, not {pool.connection_class.__name__}")
+        timeout = timeout_s if timeout_s is not None else float(kwargs.get("socket_timeout") or 5.0)
+        if issubclass(pool.connection_class, UnixDomainSocketConnection):
+            return cls("localhost", 0, int(kwargs.get("db", 0)), kwargs.get("username"), kwargs.get("password"),
+                       timeout, blocking=blocking, path=kwargs["path"])
+        if not issubclass(pool.connection_class, Connection):
+            raise ValueError(f"the queue's connections take redis://, rediss:// or unix:// URLs, "
+                             f"not a {pool.connection_class.__name__}")
         tls = None
         if issubclass(pool.connection_class, SSLConnection):
             tls = ssl.create_default_context(cafile=kwargs.get("ssl_ca_certs"))
@@ -168,9 +178,7 @@ class Wire:
             elif kwargs.get("ssl_check_hostname") is False:
                 tls.check_hostname = False
         return cls(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)), int(kwargs.get("db", 0)),
-                   kwargs.get("username"), kwargs.get("password"),
-                   timeout_s if timeout_s is not None else float(kwargs.get("socket_timeout") or 5.0), tls,
-                   blocking=blocking)
+                   kwargs.get("username"), kwargs.get("password"), timeout, tls, blocking=blocking)
 
     async def execute(self, *commands: Command) -> list[Any]:
         """Every command's reply, in one round trip; the first error reply is raised (a server
@@ -227,11 +235,13 @@ class Wire:
 
     async def _connect(self, generation: int) -> _Protocol:
         loop = asyncio.get_running_loop()
+        where = self.path or f"{self.host}:{self.port}"
         try:
-            _, fresh = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls), self.timeout_s)
+            connecting = (loop.create_unix_connection(_Protocol, self.path) if self.path
+                          else loop.create_connection(_Protocol, self.host, self.port, ssl=self.tls))
+            _, fresh = await asyncio.wait_for(connecting, self.timeout_s)
         except (OSError, asyncio.TimeoutError) as err:
-            raise RedisConnectionError(f"cannot connect to Redis at {self.host}:{self.port}: {err}") from err
+            raise RedisConnectionError(f"cannot connect to Redis at {where}: {err}") from err
         try:
             hello: list[Command] = []
             if self.password is not None:

@@ -5,6 +5,8 @@ gave up is made again without handing anyone a reply meant for someone else."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -39,7 +41,8 @@ def test_the_url_gives_server_user_password_and_database() -> None:
         "cache.local", 6390, 3, "ops", "p@ss", None)
     assert Wire.from_url("rediss://h", 1.0).tls is not None
     with pytest.raises(ValueError, match="scheme"):
-        Wire.from_url("unix:///tmp/redis.sock", 1.0)
+        Wire.from_url("redis+sentinel://h", 1.0)
+    assert Wire.from_url("unix:///run/redis.sock?db=2", 1.0).path == "/run/redis.sock"
     like = Wire.like(streams.connect("redis://:pw@127.0.0.1:7000/2", 4.0))
     assert (like.host, like.port, like.db, like.password, like.timeout_s) == ("127.0.0.1", 7000, 2, "pw", 4.0)
 
@@ -220,6 +223,30 @@ def test_a_server_still_loading_its_data_is_retried() -> None:
     assert reply == [b"PONG"] and asked == 2
 
 
-def test_a_unix_socket_client_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="redis:// or rediss://"):
-        Wire.like(streams.connect("unix:///tmp/redis.sock", 1.0))
+def test_a_unix_socket_server_is_reached_as_redis_py_reaches_it(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    server = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", "0", "--unixsocket",
+                               str(socket_path), "--dir", str(tmp_path), "--save", ""],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        async def main() -> tuple[list[object], list[object]]:
+            client = streams.connect(f"unix://{socket_path}?db=4", 5.0)
+            wire = Wire.like(client)
+            first = await wire.execute(["SET", "k", "v"], ["CLIENT", "INFO"])
+            from_url = Wire.from_url(f"unix://{socket_path}?db=4", 5.0)
+            second = await from_url.execute(["GET", "k"])
+            await wire.aclose()
+            await from_url.aclose()
+            await client.aclose()
+            return first, second
+
+        first, second = asyncio.run(main())
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert first[0] == b"OK" and b" db=4 " in first[1]
+    assert second == [b"v"]
