@@ -9,10 +9,11 @@
     search.py       the beam search step over every live beam (scores, finished hypotheses)
     rows.py         the decoder inputs per row, on the host
     device.py       the same rows kept on the execution provider's device (IO binding)
+    fold.py         the decoder graph with the embedding's share of its input projection precomputed
     timing.py       `python -m services.modelservice.runners.translator.timing`, a quick check
 
 Only runner.py and timing.py import the model service's modules; the search (translator,
-scheduler, search, rows, device) is numpy, sentencepiece and ONNX Runtime, so the training job
+scheduler, search, rows, device, fold) is numpy, sentencepiece and ONNX Runtime, so the training job
 runs the very same code over its PyTorch model. No other runner imports this package.
 """
 

@@ -105,7 +105,7 @@ class BoundGraphs:
 
     def __init__(self, model: OnnxStepModel) -> None:
         self.device = "cuda" if model.providers[0] == CUDA else "cpu"
-        decoder = onnx.load(str(model.model_dir / model.manifest["decoder_step"]["file"]))
+        decoder = model.decoder_graph  # the graph the host path runs (folded or not)
         self.context_names = list(model.context_names)
         inputs = _input_info(decoder.graph)
         self.context_types = {name: (inputs[name].type.tensor_type.elem_type,

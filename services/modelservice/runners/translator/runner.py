@@ -82,6 +82,10 @@ class TranslatorModel(ContinuousModel):
         io_binding = params.get("io_binding", "auto")
         if io_binding not in ("auto", "true", "false"):
             raise ValueError(f"model '{spec.name}': io_binding must be auto, true or false")
+        fold = params.get("fold_input_projection", "true")
+        if fold not in ("true", "false"):
+            raise ValueError(f"model '{spec.name}': fold_input_projection must be true or false")
+        fold_on = fold == "true"
         sessions = params.get("instance_sessions", "shared")
         if sessions not in ("shared", "own"):
             raise ValueError(f"model '{spec.name}': instance_sessions must be shared or own")
@@ -89,7 +93,8 @@ class TranslatorModel(ContinuousModel):
 
         def build() -> Translator:
             return Translator(spec.path, providers, session_options=session_options(settings),
-                              io_binding=io_binding == "true" or (io_binding == "auto" and providers[0] == CUDA))
+                              io_binding=io_binding == "true" or (io_binding == "auto" and providers[0] == CUDA),
+                              fold=fold_on)
 
         self.translator = translator or build()
         # One translator (sessions, tokenizer) per loop, or the same one for all.

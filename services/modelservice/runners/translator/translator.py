@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import sentencepiece as spm
 
+from services.modelservice.runners.translator.fold import fold_checked
 from services.modelservice.runners.translator.rows import HostRows, Rows
 from services.modelservice.runners.translator.scheduler import Scheduler, Sentence
 from services.modelservice.runners.translator.search import (NEG_INF, Arrays, Hypothesis, StepModel,
@@ -78,12 +80,17 @@ class OnnxStepModel:
     """StepModel over encoder.onnx and decoder_step.onnx, as the manifest names them."""
 
     def __init__(self, model_dir: Path, manifest: dict[str, Any], providers: list[str],
-                 options: ort.SessionOptions) -> None:
+                 options: ort.SessionOptions, fold: bool = True) -> None:
+        """`fold`: the decoder with the embedding's share of its input projection precomputed
+        (fold.py), when it agrees with the original graph on a probe."""
         self.model_dir, self.manifest = model_dir, manifest
         self.providers, self.session_options = providers, options
         self.encoder = ort.InferenceSession(str(model_dir / manifest["encoder"]["file"]),
                                             sess_options=options, providers=providers)
-        self.decoder = ort.InferenceSession(str(model_dir / manifest["decoder_step"]["file"]),
+        graph = onnx.load(str(model_dir / manifest["decoder_step"]["file"]))
+        self.decoder_graph = fold_checked(graph, options, providers) if fold else graph
+        self.folded = self.decoder_graph is not graph
+        self.decoder = ort.InferenceSession(self.decoder_graph.SerializeToString(),
                                             sess_options=options, providers=providers)
         special = manifest["special_ids"]
         self.bos_id, self.eos_id = int(special["bos"]), int(special["eos"])
@@ -126,10 +133,11 @@ class Translator:
 
     def __init__(self, model_dir: Path, providers: list[str] | None = None, threads: int = 0,
                  model: StepModel | None = None, session_options: ort.SessionOptions | None = None,
-                 io_binding: bool = False) -> None:
+                 io_binding: bool = False, fold: bool = True) -> None:
         """`model` replaces the ONNX graphs (the training job passes its PyTorch model);
         `session_options` replaces `threads`; `io_binding` keeps the decoder's inputs on the
-        execution provider's device between steps (device.py; ONNX graphs only)."""
+        execution provider's device between steps (device.py; ONNX graphs only); `fold`
+        precomputes the embedding's share of the decoder's input projection (fold.py)."""
         self.model_dir = Path(model_dir)
         self.manifest: dict[str, Any] = json.loads((self.model_dir / "manifest.json").read_text())
         spm_info = self.manifest["sentencepiece"]
@@ -145,7 +153,7 @@ class Translator:
         self.default_alpha = float(self.manifest.get("search", {}).get("default_alpha", 0.6))
         self.model: StepModel = model if model is not None else OnnxStepModel(
             self.model_dir, self.manifest, providers or ["CPUExecutionProvider"],
-            session_options or thread_options(threads))
+            session_options or thread_options(threads), fold)
         if io_binding and not isinstance(self.model, OnnxStepModel):
             raise ValueError("io_binding needs the ONNX graphs")
         self.io_binding = io_binding
