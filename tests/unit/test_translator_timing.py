@@ -32,4 +32,6 @@ def test_step_rows_times_one_decoder_step_per_batch_size(capsys: pytest.CaptureF
     assert [n for n, _ in times] == [1, 6] and all(ms > 0 for _, ms in times)
     main(["--model-dir", str(MODEL), "--step-rows", "2,4"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("   2 rows:") and "µs a row (1 ORT thread(s))" in lines[1]
+    assert len(lines) == 2 and lines[0].startswith("   2 rows:") and "µs a row (1 ORT thread(s), folded)" in lines[1]
+    main(["--model-dir", str(MODEL), "--step-rows", "2", "--no-fold"])
+    assert "(1 ORT thread(s), as shipped)" in capsys.readouterr().out

@@ -114,12 +114,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="only time one decoder step at these batch sizes in rows, comma-separated (e.g. 1,5,80)")
     p.add_argument("--io-binding", action="store_true",
                    help="keep decoder inputs in OrtValues (IO binding; on by itself with CUDA)")
+    p.add_argument("--no-fold", action="store_true",
+                   help="run the decoder graph as shipped, without the folded input projection (fold.py)")
     args = p.parse_args(argv)
 
     spec = load_spec(args.model_dir)
     overrides = {"routing": args.routing, "instance_sessions": args.sessions, "short_share": args.short_share,
                  "nice_longer_loops": args.nice,
-                 "io_binding": "true" if args.io_binding else None}
+                 "io_binding": "true" if args.io_binding else None,
+                 "fold_input_projection": "false" if args.no_fold else None}
     spec = dataclasses.replace(spec, instance_count=args.instances or spec.instance_count, parameters={
         **spec.parameters, **{k: str(v) for k, v in overrides.items() if v is not None}})
     settings = ModelServiceSettings.model_validate({"device": args.device, "intra_op_threads": args.threads})
@@ -128,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         step_model = model.translator.model
         assert isinstance(step_model, OnnxStepModel)
         for n, ms in step_times(step_model, [int(r) for r in args.step_rows.split(",")]):
-            print(f"{n:4d} rows: {ms:7.3f} ms a step, {ms / n * 1e3:6.1f} µs a row ({args.threads} ORT thread(s))")
+            print(f"{n:4d} rows: {ms:7.3f} ms a step, {ms / n * 1e3:6.1f} µs a row ({args.threads} ORT thread(s), "
+                  f"{'folded' if step_model.folded else 'as shipped'})")
         model.close()
         return
     model.warmup()
