@@ -80,9 +80,9 @@ def run_batch(version: LoadedVersion, requests: Sequence[ValidRequest], outputs:
     for members in groups.values():
         group_run.run(members)
     name, label = version.spec.name, version.version
-    metrics.batch_size.labels(name, label).observe(sum(r.rows for r in requests))
-    metrics.compute_duration.labels(name, label).observe(sum(spans) / 1e9)
     rows = sum(r.rows for r in requests)
+    metrics.batch_size.labels(name, label).observe(rows)
+    metrics.compute_duration.labels(name, label).observe(sum(spans) / 1e9)
     if rows:
         cost = (time.perf_counter_ns() - t0) / rows
         previous = version.row_cost_ns

@@ -173,7 +173,7 @@ class RequestConsumer:
         self.stream = keys.request_stream(model)
         self._reads = Wire.like(redis, blocking=True)  # the group reads, which block while the queue is empty
         self._writes = Wire.like(redis)  # replies + ACKs, and CLIENT UNBLOCK
-        self._window: Wire | None = None  # one connection of its own, for read_within
+        self._window = Wire.like(redis, blocking=True)  # one connection of its own, for read_within
         self._window_id: int | None = None  # its CLIENT ID, for CLIENT UNBLOCK
 
     async def ensure_group(self) -> None:
@@ -201,8 +201,6 @@ class RequestConsumer:
         batching window, and asyncio's timers have a 1 ms resolution; so the read blocks on a
         connection of its own and, when the window ends first, CLIENT UNBLOCK (from the shared
         connections) ends it as if it had timed out."""
-        if self._window is None:
-            self._window = Wire.like(self._redis, blocking=True)
         if self._window_id is None:
             self._window_id = int((await self._window.execute(["CLIENT", "ID"]))[0])
         block_ms = max(1, math.ceil(timeout_s * 1000))
@@ -223,9 +221,7 @@ class RequestConsumer:
 
     async def close(self) -> None:
         for wire in (self._reads, self._writes, self._window):
-            if wire is not None:
-                await wire.aclose()
-        self._window = None
+            await wire.aclose()
 
     async def finish(self, entry_ids: Sequence[bytes], replies: Sequence[tuple[str, ReplyEntry]]) -> None:
         """Write the replies, ACK and delete the entries: one round trip."""
