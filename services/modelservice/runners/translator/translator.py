@@ -88,7 +88,7 @@ class OnnxStepModel:
         self.encoder = ort.InferenceSession(str(model_dir / manifest["encoder"]["file"]),
                                             sess_options=options, providers=providers)
         graph = onnx.load(str(model_dir / manifest["decoder_step"]["file"]))
-        self.decoder_graph = fold_checked(graph, options, providers) if fold else graph
+        self.decoder_graph = fold_checked(graph, options) if fold else graph
         self.folded = self.decoder_graph is not graph
         self.decoder = ort.InferenceSession(self.decoder_graph.SerializeToString(),
                                             sess_options=options, providers=providers)
