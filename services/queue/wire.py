@@ -31,7 +31,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
@@ -139,20 +138,6 @@ class Wire:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None  # the one connect attempt under way
         self._generation = 0  # bumped by drop(): a connect that began before it is not installed
-
-    @classmethod
-    def from_url(cls, url: str, timeout_s: float) -> Wire:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
-            return cls("localhost", 0, int(query.get("db", 0)), unquote(parts.username) if parts.username else None,
-                       unquote(parts.password) if parts.password else None, timeout_s, path=parts.path)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"unsupported Redis URL scheme '{parts.scheme}' (redis://, rediss:// or unix://)")
-        db = int(parts.path.lstrip("/") or 0)
-        return cls(parts.hostname or "localhost", parts.port or 6379, db, unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None, timeout_s,
-                   ssl.create_default_context() if parts.scheme == "rediss" else None)
 
     @classmethod
     def like(cls, client: aioredis.Redis, timeout_s: float | None = None, blocking: bool = False) -> Wire:

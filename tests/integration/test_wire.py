@@ -35,16 +35,14 @@ def test_pack_writes_resp_arrays_of_bulk_strings() -> None:
     assert pack([["SET", "k", 0.1]]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\n0.1\r\n"
 
 
-def test_the_url_gives_server_user_password_and_database() -> None:
-    wire = Wire.from_url("redis://ops:p%40ss@cache.local:6390/3", 2.0)
-    assert (wire.host, wire.port, wire.db, wire.username, wire.password, wire.tls) == (
-        "cache.local", 6390, 3, "ops", "p@ss", None)
-    assert Wire.from_url("rediss://h", 1.0).tls is not None
-    with pytest.raises(ValueError, match="scheme"):
-        Wire.from_url("redis+sentinel://h", 1.0)
-    assert Wire.from_url("unix:///run/redis.sock?db=2", 1.0).path == "/run/redis.sock"
-    like = Wire.like(streams.connect("redis://:pw@127.0.0.1:7000/2", 4.0))
-    assert (like.host, like.port, like.db, like.password, like.timeout_s) == ("127.0.0.1", 7000, 2, "pw", 4.0)
+def test_the_client_gives_server_user_password_database_and_tls() -> None:
+    wire = Wire.like(streams.connect("redis://ops:p%40ss@cache.local:6390/3", 2.0))
+    assert (wire.host, wire.port, wire.db, wire.username, wire.password, wire.tls, wire.timeout_s) == (
+        "cache.local", 6390, 3, "ops", "p@ss", None, 2.0)
+    assert Wire.like(streams.connect("rediss://h", 1.0)).tls is not None
+    unix = Wire.like(streams.connect("unix:///run/redis.sock?db=2", 1.0))
+    assert (unix.path, unix.db) == ("/run/redis.sock", 2)
+    assert Wire.like(streams.connect("redis://:pw@127.0.0.1:7000/2", 4.0), timeout_s=0.5, blocking=True).timeout_s == 0.5
 
 
 def test_concurrent_callers_share_one_connection_and_get_their_own_replies(server: RedisServer) -> None:
@@ -78,7 +76,7 @@ def test_an_error_reply_raises_and_the_connection_stays_usable(server: RedisServ
 
 def test_a_wrong_password_is_refused_not_retried(server: RedisServer) -> None:
     async def main() -> None:
-        wire = Wire.from_url(server.url.replace("s3cret", "wrong"), 2.0)
+        wire = Wire.like(streams.connect(server.url.replace("s3cret", "wrong"), 2.0))
         with pytest.raises(ResponseError):
             await wire.execute(["PING"])
         await wire.aclose()
@@ -107,7 +105,7 @@ def test_redis_down_raises_connection_error_after_the_retries(tmp_path: Path) ->
     server.stop()
 
     async def main() -> None:
-        wire = Wire.from_url(url, 0.5)
+        wire = Wire.like(streams.connect(url, 0.5))
         with pytest.raises(RedisConnectionError):
             await wire.execute(["PING"])
 
@@ -237,10 +235,10 @@ def test_a_unix_socket_server_is_reached_as_redis_py_reaches_it(tmp_path: Path) 
             client = streams.connect(f"unix://{socket_path}?db=4", 5.0)
             wire = Wire.like(client)
             first = await wire.execute(["SET", "k", "v"], ["CLIENT", "INFO"])
-            from_url = Wire.from_url(f"unix://{socket_path}?db=4", 5.0)
-            second = await from_url.execute(["GET", "k"])
+            second_client = Wire.like(client)
+            second = await second_client.execute(["GET", "k"])
             await wire.aclose()
-            await from_url.aclose()
+            await second_client.aclose()
             await client.aclose()
             return first, second
 
