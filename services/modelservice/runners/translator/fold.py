@@ -116,13 +116,15 @@ def _probe(session: ort.InferenceSession, rows: int = 4, width: int = 5, seed: i
     return feed
 
 
-def fold_checked(model: onnx.ModelProto, options: ort.SessionOptions) -> onnx.ModelProto:
-    """The folded graph when it folds and agrees with the original on a probe, else the original.
-    The probe runs on the CPU whatever the serving device: the fold is arithmetic, and two extra
-    CUDA sessions would cost seconds at start."""
+def fold_checked(model: onnx.ModelProto, options: ort.SessionOptions
+                 ) -> tuple[onnx.ModelProto, ort.InferenceSession | None]:
+    """The folded graph when it folds and agrees with the original on a probe, else the original;
+    with it, the probe's CPU session of that graph (None when nothing folded), which a CPU
+    decoder can serve from instead of building its own. The probe runs on the CPU whatever the
+    serving device: the fold is arithmetic, and two extra CUDA sessions would cost seconds at start."""
     folded = fold_input_projection(model)
     if folded is None:
-        return model
+        return model, None
     cpu = ["CPUExecutionProvider"]
     original = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=cpu)
     candidate = ort.InferenceSession(folded.SerializeToString(), sess_options=options, providers=cpu)
@@ -130,5 +132,5 @@ def fold_checked(model: onnx.ModelProto, options: ort.SessionOptions) -> onnx.Mo
     differs = max(float(np.max(np.abs(a - b))) for a, b in zip(original.run(None, feed), candidate.run(None, feed)))
     if not differs <= TOLERANCE:
         log.warning("decoder: the folded input projection differs by %.3g on a probe; the original graph is kept", differs)
-        return model
-    return folded
+        return model, original
+    return folded, candidate

@@ -88,10 +88,13 @@ class OnnxStepModel:
         self.encoder = ort.InferenceSession(str(model_dir / manifest["encoder"]["file"]),
                                             sess_options=options, providers=providers)
         graph = onnx.load(str(model_dir / manifest["decoder_step"]["file"]))
-        self.decoder_graph = fold_checked(graph, options) if fold else graph
+        self.decoder_graph, probed = fold_checked(graph, options) if fold else (graph, None)
         self.folded = self.decoder_graph is not graph
-        self.decoder = ort.InferenceSession(self.decoder_graph.SerializeToString(),
-                                            sess_options=options, providers=providers)
+        if probed is not None and providers == ["CPUExecutionProvider"]:
+            self.decoder = probed  # the probe's session: same graph, options and provider
+        else:
+            self.decoder = ort.InferenceSession(self.decoder_graph.SerializeToString(),
+                                                sess_options=options, providers=providers)
         special = manifest["special_ids"]
         self.bos_id, self.eos_id = int(special["bos"]), int(special["eos"])
         self.state_axes = {s["name"]: int(s["batch_axis"]) for s in manifest["states"]}
