@@ -34,6 +34,7 @@ RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rule
 # The models of the contract, in its order: the order fixes each model service's port pair, 8101/9101
 # for the first, 8102/9102 for the second, ... (docker-compose.yml and Prometheus use the same table).
 CONTRACT_MODELS = ("mnist_mlp", "mnist_cnn", "translator_de_en", "digit_gan")
+UNIX_PATH_MAX = 100  # sun_path holds 108 bytes; a longer state dir gets TCP
 
 
 def model_ports(models: Iterable[str], base: int, metrics_base: int) -> dict[str, tuple[int, int]]:
@@ -114,6 +115,11 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
     state = Path(args.state_dir).resolve()
     logs = state / "logs"
     redis_url = f"redis://127.0.0.1:{args.redis_port}/0"
+    # The stack's own processes reach Redis over a unix socket beside its data (no loopback TCP
+    # stack per command; see docs/profiles.md); others, redis-cli included, over the TCP port.
+    sock = state / "redis" / "redis.sock"
+    use_socket = not args.redis_tcp and len(str(sock)) < UNIX_PATH_MAX and (not args.join or sock.is_socket())
+    service_url = f"unix://{sock}?db=0" if use_socket else redis_url
     py = sys.executable
     children: list[Child] = []
     lines: list[str] = []
@@ -122,10 +128,12 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
         if redis_bin is None:
             sys.exit("redis-server is not on PATH: run `make deps` (installs it with apt-get)")
         (state / "redis").mkdir(parents=True, exist_ok=True)
-        children.append(Child("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", "--dir",
-                                        str(state / "redis"), "--save", "", "--appendonly", "yes", "--appendfsync",
-                                        "everysec"], logs / "redis.log"))  # queued requests survive a Redis restart
-        lines.append(f"redis            {redis_url}")
+        socket_args = ["--unixsocket", str(sock), "--unixsocketperm", "700"] if use_socket else []
+        children.append(Child("redis", [redis_bin, "--port", str(args.redis_port), "--bind", "127.0.0.1", *socket_args,
+                                        "--dir", str(state / "redis"), "--save", "", "--appendonly", "yes",
+                                        "--appendfsync", "everysec"],
+                              logs / "redis.log"))  # queued requests survive a Redis restart
+        lines.append(f"redis            {redis_url}" + (f" (the stack's processes: {service_url})" if use_socket else ""))
     ports = model_ports(load_repository(Path(args.model_repository)), args.model_base_port,
                         args.model_metrics_base_port)
     if args.join and not args.models:
@@ -141,14 +149,14 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
     scrape = []
     for name, (port, mport) in ports.items():
         children.append(Child(name, [py, "-m", "services.modelservice", "--name", name, "--port", str(port),
-                                     "--metrics-port", str(mport), "--redis-url", redis_url,
+                                     "--metrics-port", str(mport), "--redis-url", service_url,
                                      "--model-repository", args.model_repository], logs / f"{name}.log", port))
         lines.append(f"{name:<16} gRPC 127.0.0.1:{port}   metrics http://127.0.0.1:{mport}/metrics")
         scrape.append(f"127.0.0.1:{mport}")
     if args.join:
         return children, lines
     children.append(Child("gateway", [py, "-m", "services.gateway", "--port", str(args.port), "--metrics-port",
-                                      str(args.metrics_port), "--redis-url", redis_url, "--model-repository",
+                                      str(args.metrics_port), "--redis-url", service_url, "--model-repository",
                                       args.model_repository], logs / "gateway.log", args.port))
     lines.append(f"{'gateway':<16} gRPC 127.0.0.1:{args.port}   metrics http://127.0.0.1:{args.metrics_port}/metrics")
     prometheus = shutil.which("prometheus")
@@ -260,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-metrics-base-port", type=int, default=9101,
                         help="metrics port of mnist_mlp; the others as for --model-base-port")
     parser.add_argument("--redis-port", type=int, default=6390, help="port of the stack's own redis-server")
+    parser.add_argument("--redis-tcp", action="store_true",
+                        help="the stack's processes reach Redis over TCP on --redis-port, not over the unix socket "
+                        "in the state dir")
     parser.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port (when installed)")
     parser.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus even if installed")
     parser.add_argument("--state-dir", default=".stack", help="logs, Redis and Prometheus data")

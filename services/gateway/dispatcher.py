@@ -203,6 +203,9 @@ class QueueBackend:
 
     async def _enqueue_together(self, submissions: list[Submission]) -> list[bool]:
         """One script call per model for everything submitted together; results in order."""
+        first = submissions[0][0]
+        if all(spec.name == first.name for spec, _ in submissions):  # the usual case: no gather, no tasks
+            return await self._producer.enqueue(first.name, [entry for _, entry in submissions], first.max_queue_size)
         by_model: dict[str, list[int]] = {}
         for i, (spec, _) in enumerate(submissions):
             by_model.setdefault(spec.name, []).append(i)

@@ -248,3 +248,16 @@ def test_a_unix_socket_server_is_reached_as_redis_py_reaches_it(tmp_path: Path) 
         server.wait(timeout=10)
     assert first[0] == b"OK" and b" db=4 " in first[1]
     assert second == [b"v"]
+
+
+def test_bench_roundtrip_measures_both_transports(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.roundtrip`, small: one redis-server on TCP and a unix socket, a row each."""
+    from bench import roundtrip
+    from tests.support import free_port
+
+    assert roundtrip.main(["--calls", "50", "--rounds", "1", "--port", str(free_port())]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| loopback") or line.startswith("| unix")]
+    assert len(rows) == 2
+    for row in rows:
+        client, server, wall = (float(cell) for cell in row.strip("|").split("|")[1:])
+        assert client > 0 and wall > 0 and server >= 0

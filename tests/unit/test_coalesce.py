@@ -55,3 +55,28 @@ def test_a_failed_flush_fails_its_callers_only() -> None:
         assert await coalescer.submit(2) == 2  # the next flush works
 
     asyncio.run(main())
+
+
+def test_the_gateway_sends_one_script_call_per_model_and_answers_in_submission_order() -> None:
+    """QueueBackend._enqueue_together, the Coalescer's flush in the gateway: one model's requests
+    in one call (the usual case), several models' in one call each, results back in order."""
+    from types import SimpleNamespace
+
+    from services.gateway.dispatcher import QueueBackend
+
+    calls: list[tuple[str, list[str], int]] = []
+
+    class Producer:
+        async def enqueue(self, model: str, entries: list[str], max_queue_size: int) -> list[bool]:
+            calls.append((model, list(entries), max_queue_size))
+            return [entry != "full" for entry in entries]
+
+    backend = QueueBackend.__new__(QueueBackend)  # only the producer is used by this method
+    backend._producer = Producer()  # type: ignore[assignment]
+    mlp, cnn = SimpleNamespace(name="mlp", max_queue_size=8), SimpleNamespace(name="cnn", max_queue_size=4)
+    one = asyncio.run(backend._enqueue_together([(mlp, "a"), (mlp, "full"), (mlp, "b")]))  # type: ignore[list-item]
+    assert one == [True, False, True] and calls == [("mlp", ["a", "full", "b"], 8)]
+    calls.clear()
+    mixed = asyncio.run(backend._enqueue_together([(mlp, "a"), (cnn, "full"), (mlp, "b"), (cnn, "c")]))  # type: ignore[list-item]
+    assert mixed == [True, False, True, True]
+    assert sorted(calls) == [("cnn", ["full", "c"], 4), ("mlp", ["a", "b"], 8)]

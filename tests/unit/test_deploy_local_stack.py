@@ -4,6 +4,7 @@ port pair, as compose does, also when only some of the models are there."""
 from __future__ import annotations
 
 import argparse
+import socket
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_stack_serves_each_model_on_its_contract_ports(tmp_path: Path, monkeypat
     args = argparse.Namespace(
         state_dir=str(tmp_path), redis_port=6390, model_repository="models", models=["mnist_cnn", "digit_gan"],
         model_base_port=18101, model_metrics_base_port=19101, port=18001, metrics_port=18002,
-        prometheus_port=19090, no_prometheus=True, join=False,
+        prometheus_port=19090, no_prometheus=True, join=False, redis_tcp=False,
     )
     children, _ = stack.build(args)
     served = {c.name: (c.grpc_port, c.argv[c.argv.index("--metrics-port") + 1]) for c in children
@@ -60,7 +61,7 @@ def test_join_starts_only_the_named_model_services_on_free_ports(tmp_path: Path,
     args = argparse.Namespace(
         state_dir=str(tmp_path), redis_port=6390, model_repository="models", models=["ocr_det"],
         model_base_port=18101, model_metrics_base_port=19101, port=18001, metrics_port=18002,
-        prometheus_port=19090, no_prometheus=True, join=True,
+        prometheus_port=19090, no_prometheus=True, join=True, redis_tcp=False,
     )
     children, lines = stack.build(args)
     assert [c.name for c in children] == ["ocr_det"]  # no redis, no gateway: the running stack's serve
@@ -68,3 +69,40 @@ def test_join_starts_only_the_named_model_services_on_free_ports(tmp_path: Path,
     assert "redis://127.0.0.1:6390/0" in children[0].argv
     with pytest.raises(SystemExit):
         stack.build(argparse.Namespace(**{**vars(args), "models": None}))
+
+
+def test_the_stacks_processes_reach_its_redis_over_a_unix_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its own processes over the socket beside Redis's data; the TCP port stays open for everyone
+    else; --redis-tcp, or a state dir too long for a socket path, keeps TCP."""
+    import services.stack as stack
+
+    monkeypatch.setattr(stack, "load_repository", lambda root: dict.fromkeys(("mnist_mlp",)))
+    monkeypatch.setattr(stack.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "redis-server" else None)
+    args = argparse.Namespace(
+        state_dir=str(tmp_path), redis_port=6390, model_repository="models", models=None,
+        model_base_port=18101, model_metrics_base_port=19101, port=18001, metrics_port=18002,
+        prometheus_port=19090, no_prometheus=True, join=False, redis_tcp=False,
+    )
+
+    def urls(children: list[stack.Child]) -> set[str]:
+        return {c.argv[c.argv.index("--redis-url") + 1] for c in children if "--redis-url" in c.argv}
+
+    sock = tmp_path.resolve() / "redis" / "redis.sock"
+    children, lines = stack.build(args)
+    redis = children[0].argv
+    assert redis[redis.index("--unixsocket") + 1] == str(sock) and redis[redis.index("--port") + 1] == "6390"
+    assert urls(children) == {f"unix://{sock}?db=0"}
+    assert "redis://127.0.0.1:6390/0" in lines[0]
+    children, _ = stack.build(argparse.Namespace(**{**vars(args), "redis_tcp": True}))
+    assert "--unixsocket" not in children[0].argv and urls(children) == {"redis://127.0.0.1:6390/0"}
+    deep = tmp_path / ("d" * 120)
+    children, _ = stack.build(argparse.Namespace(**{**vars(args), "state_dir": str(deep)}))
+    assert "--unixsocket" not in children[0].argv and urls(children) == {"redis://127.0.0.1:6390/0"}
+    # Joining a running stack: its socket when that stack made one, else its TCP port.
+    joining = argparse.Namespace(**{**vars(args), "join": True, "models": ["mnist_mlp"]})
+    monkeypatch.setattr(stack, "port_free", lambda port: True)
+    assert urls(stack.build(joining)[0]) == {"redis://127.0.0.1:6390/0"}
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(sock))
+        assert urls(stack.build(joining)[0]) == {f"unix://{sock}?db=0"}
+
