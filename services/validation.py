@@ -120,13 +120,15 @@ def _check_text(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> None:
 def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
     if request.model_version and request.model_version != spec.version:
         raise ModelNotFound(f"model '{spec.name}' has no version {request.model_version} (serving {spec.version})")
-    expected = ", ".join(f"'{t.name}' {t.datatype} {list(t.shape)}" for t in spec.inputs)
+    def expected() -> str:  # for the messages only: not built for a valid request
+        return ", ".join(f"'{t.name}' {t.datatype} {list(t.shape)}" for t in spec.inputs)
+
     seen: set[str] = set()
     rows: set[int] = set()
     for tensor in request.inputs:
         tspec = spec.input(tensor.name)
         if tspec is None:
-            raise InvalidArgument(f"unexpected input '{tensor.name}'; model '{spec.name}' takes {expected}")
+            raise InvalidArgument(f"unexpected input '{tensor.name}'; model '{spec.name}' takes {expected()}")
         if tensor.datatype != tspec.datatype:
             raise InvalidArgument(f"input '{tensor.name}': expected datatype {tspec.datatype}, got {tensor.datatype or 'none'}")
         shape = list(tensor.shape)
@@ -141,9 +143,9 @@ def validate(spec: ModelSpec, request: pb.ModelInferRequest) -> ValidRequest:
         seen.add(tensor.name)
     missing = [t.name for t in spec.inputs if t.name not in seen and not t.optional]
     if missing:
-        raise InvalidArgument(f"missing input '{missing[0]}'; model '{spec.name}' takes {expected}")
+        raise InvalidArgument(f"missing input '{missing[0]}'; model '{spec.name}' takes {expected()}")
     if not seen:
-        raise InvalidArgument(f"no input given; model '{spec.name}' takes {expected}")
+        raise InvalidArgument(f"no input given; model '{spec.name}' takes {expected()}")
     if len(rows) > 1:
         raise InvalidArgument(f"inputs disagree on the batch size: {sorted(rows)}")
     inputs = request_inputs(request)  # checks byte sizes and BYTES framing

@@ -49,8 +49,15 @@ _CONTENTS_FIELD: dict[str, str] = {
 }
 
 
+# numpy dtype -> datatype name, for the dtypes of this machine's byte order (what arrays have).
+_NAME_OF: dict[np.dtype, str] = {dtype.newbyteorder("="): name for name, dtype in DTYPES.items() if name != "BYTES"}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """KServe datatype name of a numpy array."""
+    name = _NAME_OF.get(array.dtype)
+    if name is not None:
+        return name
     if array.dtype == object or array.dtype.kind in "SU":
         return "BYTES"
     for name, dtype in DTYPES.items():
