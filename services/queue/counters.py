@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from services.queue import keys
+from services.queue.wire import Command, Wire
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ LAST_INFERENCE = "last_inference_ms"
 
 class StatisticsBuffer:
     def __init__(self, redis: aioredis.Redis, interval_s: float = FLUSH_S) -> None:
-        self._redis = redis
+        self._wire = Wire.like(redis)  # one packed round trip per flush, not a redis-py pipeline
         self._interval_s = interval_s
         self._counts: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         self._last_ms: dict[tuple[str, str], int] = {}
@@ -43,15 +44,14 @@ class StatisticsBuffer:
         last, self._last_ms = self._last_ms, {}
         if not counts and not last:
             return
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[Command] = []
         for (model, version), fields in counts.items():
             key = keys.statistics(model, version)
-            for field, amount in fields.items():
-                pipe.hincrby(key, field, amount)
+            commands.extend(["HINCRBY", key, field, amount] for field, amount in fields.items())
         for (model, version), ms in last.items():
-            pipe.hset(keys.statistics(model, version), LAST_INFERENCE, ms)
+            commands.append(["HSET", keys.statistics(model, version), LAST_INFERENCE, ms])
         try:
-            await pipe.execute()
+            await self._wire.execute(*commands)
         except (RedisError, TimeoutError) as err:  # kept for the next flush, not lost
             log.warning("statistics not recorded yet (%s); will retry", err)
             for pair, fields in counts.items():
@@ -70,7 +70,10 @@ class StatisticsBuffer:
 
     async def close(self) -> None:
         self._closing.set()
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            await self._wire.aclose()
 
 
 async def read_statistics(redis: aioredis.Redis, model: str, version: str) -> dict[str, int]:

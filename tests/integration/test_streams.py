@@ -13,6 +13,7 @@ import pytest
 from services.queue import keys, streams
 from services.queue.counters import StatisticsBuffer, read_statistics
 from services.queue.messages import ReplyEntry, RequestEntry
+from services.queue.wire import Wire
 from tests.support import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -100,7 +101,7 @@ def test_statistics_buffer_keeps_counts_when_redis_is_unreachable(tmp_path: Path
         server = RedisServer(tmp_path / "late")
         try:
             live = streams.connect(server.url, 5.0)
-            buffer._redis = live  # the same buffer, Redis back
+            buffer._wire = Wire.like(live)  # the same buffer, Redis back
             await buffer.flush()
             stats = await read_statistics(live, "m", "1")
             await live.aclose()
