@@ -142,7 +142,11 @@ class InProcess:
         spec = load_spec(model_dir)
         self.model_dir, self.threads, self.providers = model_dir, threads, tuple(providers)
         self.todays = todays
-        if "session_options" in inspect.signature(Translator).parameters:  # the service's own options
+        accepted = inspect.signature(Translator).parameters
+        if "int8" in accepted:  # the service's own options, and its decoder precision from the config
+            self.translator = Translator(spec.path, list(providers), session_options=session_options(*threads),
+                                         int8=spec.parameters.get("decoder_precision") == "int8")
+        elif "session_options" in accepted:
             self.translator = Translator(spec.path, list(providers), session_options=session_options(*threads))
         elif module.__name__ != current.__name__:  # an old version, loaded for comparison
             self.translator = Translator(spec.path, list(providers), threads[0])

@@ -10,10 +10,11 @@
     rows.py         the decoder inputs per row, on the host
     device.py       the same rows kept on the execution provider's device (IO binding)
     fold.py         the decoder graph with the embedding's share of its input projection precomputed
+    int8.py         the decoder's weight products in int8, a scale per row (decoder_precision: int8)
     timing.py       `python -m services.modelservice.runners.translator.timing`, a quick check
 
 Only runner.py and timing.py import the model service's modules; the search (translator,
-scheduler, search, rows, device, fold) is numpy, sentencepiece and ONNX Runtime, so the training job
+scheduler, search, rows, device, fold, int8) is numpy, sentencepiece and ONNX Runtime, so the training job
 runs the very same code over its PyTorch model. No other runner imports this package.
 """
 

@@ -86,6 +86,9 @@ class TranslatorModel(ContinuousModel):
         if fold not in ("true", "false"):
             raise ValueError(f"model '{spec.name}': fold_input_projection must be true or false")
         fold_on = fold == "true"
+        precision = params.get("decoder_precision", "fp32")
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"model '{spec.name}': decoder_precision must be fp32 or int8")
         sessions = params.get("instance_sessions", "shared")
         if sessions not in ("shared", "own"):
             raise ValueError(f"model '{spec.name}': instance_sessions must be shared or own")
@@ -94,7 +97,7 @@ class TranslatorModel(ContinuousModel):
         def build() -> Translator:
             return Translator(spec.path, providers, session_options=session_options(settings),
                               io_binding=io_binding == "true" or (io_binding == "auto" and providers[0] == CUDA),
-                              fold=fold_on)
+                              fold=fold_on, int8=precision == "int8")
 
         self.translator = translator or build()
         # One translator (sessions, tokenizer) per loop, or the same one for all.

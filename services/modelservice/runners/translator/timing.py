@@ -116,13 +116,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="keep decoder inputs in OrtValues (IO binding; on by itself with CUDA)")
     p.add_argument("--no-fold", action="store_true",
                    help="run the decoder graph as shipped, without the folded input projection (fold.py)")
+    p.add_argument("--int8", action="store_true",
+                   help="the decoder's weight products in int8, a scale per row (decoder_precision: int8; int8.py)")
     args = p.parse_args(argv)
 
     spec = load_spec(args.model_dir)
     overrides = {"routing": args.routing, "instance_sessions": args.sessions, "short_share": args.short_share,
                  "nice_longer_loops": args.nice,
                  "io_binding": "true" if args.io_binding else None,
-                 "fold_input_projection": "false" if args.no_fold else None}
+                 "fold_input_projection": "false" if args.no_fold else None,
+                 "decoder_precision": "int8" if args.int8 else None}
     spec = dataclasses.replace(spec, instance_count=args.instances or spec.instance_count, parameters={
         **spec.parameters, **{k: str(v) for k, v in overrides.items() if v is not None}})
     settings = ModelServiceSettings.model_validate({"device": args.device, "intra_op_threads": args.threads})
@@ -132,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         assert isinstance(step_model, OnnxStepModel)
         for n, ms in step_times(step_model, [int(r) for r in args.step_rows.split(",")]):
             print(f"{n:4d} rows: {ms:7.3f} ms a step, {ms / n * 1e3:6.1f} µs a row ({args.threads} ORT thread(s), "
-                  f"{'folded' if step_model.folded else 'as shipped'})")
+                  f"{'folded' if step_model.folded else 'as shipped'}{', int8' if step_model.int8 else ''})")
         model.close()
         return
     model.warmup()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,13 @@ import onnxruntime as ort
 import sentencepiece as spm
 
 from services.modelservice.runners.translator.fold import fold_checked
+from services.modelservice.runners.translator.int8 import int8_checked
 from services.modelservice.runners.translator.rows import HostRows, Rows
 from services.modelservice.runners.translator.scheduler import Scheduler, Sentence
 from services.modelservice.runners.translator.search import (NEG_INF, Arrays, Hypothesis, StepModel,
                                                           length_penalty, search_limit)
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NEG_INF", "Arrays", "Hypothesis", "OnnxStepModel", "StepModel", "Translator",
            "beam_search", "greedy_search", "length_penalty", "search_limit", "sha256_of"]
@@ -80,9 +84,10 @@ class OnnxStepModel:
     """StepModel over encoder.onnx and decoder_step.onnx, as the manifest names them."""
 
     def __init__(self, model_dir: Path, manifest: dict[str, Any], providers: list[str],
-                 options: ort.SessionOptions, fold: bool = True) -> None:
+                 options: ort.SessionOptions, fold: bool = True, int8: bool = False) -> None:
         """`fold`: the decoder with the embedding's share of its input projection precomputed
-        (fold.py), when it agrees with the original graph on a probe."""
+        (fold.py), when it agrees with the original graph on a probe; `int8`: its weight
+        products in int8 with a scale per row (int8.py; CPU only, where its probe passes)."""
         self.model_dir, self.manifest = model_dir, manifest
         self.providers, self.session_options = providers, options
         self.encoder = ort.InferenceSession(str(model_dir / manifest["encoder"]["file"]),
@@ -90,6 +95,13 @@ class OnnxStepModel:
         graph = onnx.load(str(model_dir / manifest["decoder_step"]["file"]))
         self.decoder_graph, probed = fold_checked(graph, options) if fold else (graph, None)
         self.folded = self.decoder_graph is not graph
+        self.int8 = False
+        if int8 and providers != ["CPUExecutionProvider"]:
+            log.warning("decoder: int8 is for the CPU; %s serves the float graph", providers[0])
+        elif int8:
+            chosen = int8_checked(self.decoder_graph, options)
+            if chosen is not self.decoder_graph:
+                self.decoder_graph, self.int8, probed = chosen, True, None  # the probe's session is the float graph's
         if probed is not None and providers == ["CPUExecutionProvider"]:
             self.decoder = probed  # the probe's session: same graph, options and provider
         else:
@@ -136,11 +148,12 @@ class Translator:
 
     def __init__(self, model_dir: Path, providers: list[str] | None = None, threads: int = 0,
                  model: StepModel | None = None, session_options: ort.SessionOptions | None = None,
-                 io_binding: bool = False, fold: bool = True) -> None:
+                 io_binding: bool = False, fold: bool = True, int8: bool = False) -> None:
         """`model` replaces the ONNX graphs (the training job passes its PyTorch model);
         `session_options` replaces `threads`; `io_binding` keeps the decoder's inputs on the
         execution provider's device between steps (device.py; ONNX graphs only); `fold`
-        precomputes the embedding's share of the decoder's input projection (fold.py)."""
+        precomputes the embedding's share of the decoder's input projection (fold.py); `int8`
+        runs the decoder's weight products in int8 (int8.py)."""
         self.model_dir = Path(model_dir)
         self.manifest: dict[str, Any] = json.loads((self.model_dir / "manifest.json").read_text())
         spm_info = self.manifest["sentencepiece"]
@@ -156,7 +169,7 @@ class Translator:
         self.default_alpha = float(self.manifest.get("search", {}).get("default_alpha", 0.6))
         self.model: StepModel = model if model is not None else OnnxStepModel(
             self.model_dir, self.manifest, providers or ["CPUExecutionProvider"],
-            session_options or thread_options(threads), fold)
+            session_options or thread_options(threads), fold, int8)
         if io_binding and not isinstance(self.model, OnnxStepModel):
             raise ValueError("io_binding needs the ONNX graphs")
         self.io_binding = io_binding
