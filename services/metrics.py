@@ -4,7 +4,9 @@ versions a replica serves and fixed reason words, never request data. Each proce
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -12,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 # Latency buckets from 0.5 ms to 30 s: CPU inference of small models sits in the low ms.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Garbage-collector pauses: a young collection takes well under 1 ms, a full one tens of ms.
+GC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
 class Metrics:
@@ -81,8 +85,29 @@ class Metrics:
             ["model", "provider"], registry=r,
         )
 
+        self.gc_pause = Histogram(
+            "tensorgate_gc_pause_seconds",
+            "Pauses of Python's garbage collector in this process (every thread waits), by generation.",
+            ["generation"], buckets=GC_BUCKETS, registry=r,
+        )
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pause.labels(str(info["generation"])).observe(time.perf_counter() - self._gc_started)
+
     def serve(self, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread] | None:
-        """Expose /metrics on a port (0 disables it). Returns the server so it can be shut down."""
+        """Expose /metrics on a port (0 disables it), and time this process's garbage collections
+        from now on. Returns the server so it can be shut down."""
         if port <= 0:
             return None
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
         return start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        """Stop timing garbage collections (the server's own shutdown is the caller's)."""
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)

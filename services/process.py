@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -80,6 +81,15 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def settle_garbage_collector() -> None:
+    """Once a server is up, what start-up built (modules, protobuf descriptors, sessions, the
+    model) moves out of the collector's sight (gc.freeze): a full collection then walks only
+    what came after. Without it the gateway at c=64 spent 0.36 s of CPU in ten full collections
+    of up to 50 ms each, each one a pause for every request in flight (docs/profiles.md)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_until_signal(app: App) -> int:
     """Start, wait for SIGINT/SIGTERM (or a fatal task), drain, stop. Returns the exit code."""
     stop = asyncio.Event()
@@ -87,6 +97,7 @@ async def run_until_signal(app: App) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    settle_garbage_collector()
     waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
     fatal = app.failed()
     if fatal is not None:

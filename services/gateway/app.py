@@ -53,4 +53,6 @@ class GatewayApp:
         await self.backend.stop()
         if self._metrics_server is not None:
             self._metrics_server[0].shutdown()
+            self._metrics_server[0].server_close()
+        self.metrics.close()
         log.info("gateway stopped")

@@ -148,4 +148,6 @@ class ModelServiceApp:
         await self.redis.aclose()
         if self._metrics_server is not None:
             self._metrics_server[0].shutdown()
+            self._metrics_server[0].server_close()
+        self.metrics.close()
         await self.versions.close()
