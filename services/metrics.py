@@ -4,12 +4,16 @@ versions a replica serves and fixed reason words, never request data. Each proce
 
 from __future__ import annotations
 
+import bisect
 import gc
 import threading
 import time
+from collections.abc import Iterable
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # Latency buckets from 0.5 ms to 30 s: CPU inference of small models sits in the low ms.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -85,29 +89,59 @@ class Metrics:
             ["model", "provider"], registry=r,
         )
 
-        self.gc_pause = Histogram(
-            "tensorgate_gc_pause_seconds",
-            "Pauses of Python's garbage collector in this process (every thread waits), by generation.",
-            ["generation"], buckets=GC_BUCKETS, registry=r,
-        )
-        self._gc_started = 0.0
-
-    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._gc_started = time.perf_counter()
-        else:
-            self.gc_pause.labels(str(info["generation"])).observe(time.perf_counter() - self._gc_started)
+        self.gc_pauses = GcPauses()
+        r.register(self.gc_pauses)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread] | None:
         """Expose /metrics on a port (0 disables it), and time this process's garbage collections
         from now on. Returns the server so it can be shut down."""
         if port <= 0:
             return None
-        if self._on_gc not in gc.callbacks:
-            gc.callbacks.append(self._on_gc)
+        self.gc_pauses.watch()
         return start_http_server(port, addr=host, registry=self.registry)
 
     def close(self) -> None:
         """Stop timing garbage collections (the server's own shutdown is the caller's)."""
+        self.gc_pauses.unwatch()
+
+
+class GcPauses(Collector):
+    """tensorgate_gc_pause_seconds{generation}: a histogram of the garbage collector's pauses.
+
+    The gc callback only adds to plain lists: it runs wherever a collection starts, which may be
+    inside prometheus_client while that holds a metric's lock (a scrape), so taking a metric's
+    lock there could deadlock the thread against itself. The histogram is built at scrape time."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._counts = [[0] * (len(GC_BUCKETS) + 1) for _ in range(3)]  # per generation; the last is +Inf
+        self._sums = [0.0, 0.0, 0.0]
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause, generation = time.perf_counter() - self._started, info["generation"]
+        self._counts[generation][bisect.bisect_left(GC_BUCKETS, pause)] += 1
+        self._sums[generation] += pause
+
+    def watch(self) -> None:
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch(self) -> None:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "tensorgate_gc_pause_seconds",
+            "Pauses of Python's garbage collector in this process (every thread waits), by generation.",
+            labels=["generation"])
+        for generation in range(3):
+            counts, running, buckets = list(self._counts[generation]), 0, []
+            for bound, count in zip([*map(str, GC_BUCKETS), "+Inf"], counts):
+                running += count
+                buckets.append((bound, running))
+            family.add_metric([str(generation)], buckets, self._sums[generation])
+        yield family

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -104,6 +105,19 @@ def port_free(port: int) -> bool:
     return True
 
 
+def answers(sock: Path) -> bool:
+    """A server listens on this unix socket (not a stale file of a Redis that was killed)."""
+    if not sock.is_socket():
+        return False
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(sock))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -118,8 +132,8 @@ def build(args: argparse.Namespace) -> tuple[list[Child], list[str]]:
     # The stack's own processes reach Redis over a unix socket beside its data (no loopback TCP
     # stack per command; see docs/profiles.md); others, redis-cli included, over the TCP port.
     sock = state / "redis" / "redis.sock"
-    use_socket = not args.redis_tcp and len(str(sock)) < UNIX_PATH_MAX and (not args.join or sock.is_socket())
-    service_url = f"unix://{sock}?db=0" if use_socket else redis_url
+    use_socket = not args.redis_tcp and len(os.fsencode(sock)) < UNIX_PATH_MAX and (not args.join or answers(sock))
+    service_url = f"unix://{quote(str(sock))}?db=0" if use_socket else redis_url
     py = sys.executable
     children: list[Child] = []
     lines: list[str] = []

@@ -31,6 +31,8 @@ class StatisticsBuffer:
         self._counts: defaultdict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         self._last_ms: dict[tuple[str, str], int] = {}
         self._closing = asyncio.Event()
+        self._flushing = asyncio.Lock()  # one flush at a time: the timer's, a reader's, close()'s
+        self._closed = False
 
     def add(self, model: str, version: str, fields: Mapping[str, int], inference: bool = True) -> None:
         """Count one event (execution or answered request) of a model version; `inference`
@@ -40,6 +42,11 @@ class StatisticsBuffer:
             self._last_ms[model, version] = int(time.time() * 1000)
 
     async def flush(self) -> None:
+        async with self._flushing:
+            if not self._closed:
+                await self._flush()
+
+    async def _flush(self) -> None:
         counts, self._counts = self._counts, defaultdict(Counter)
         last, self._last_ms = self._last_ms, {}
         if not counts and not last:
@@ -69,11 +76,15 @@ class StatisticsBuffer:
             await self.flush()
 
     async def close(self) -> None:
+        """The last flush (after any under way), then the connection; later flushes do nothing."""
         self._closing.set()
-        try:
-            await self.flush()
-        finally:
-            await self._wire.aclose()
+        async with self._flushing:
+            try:
+                if not self._closed:
+                    await self._flush()
+            finally:
+                self._closed = True
+                await self._wire.aclose()
 
 
 async def read_statistics(redis: aioredis.Redis, model: str, version: str) -> dict[str, int]:

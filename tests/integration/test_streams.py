@@ -145,3 +145,20 @@ def test_read_within_wakes_on_arrival_and_ends_at_the_window(redis_url: str) -> 
     assert got == [0, 0, 0, 0, 0, 1]
     assert max(took[:5]) < 0.05, took  # Redis alone would answer BLOCK 3 after up to ~100 ms
     assert 0.015 < took[5] < 0.5, took
+
+
+def test_statistics_close_waits_for_a_flush_under_way_and_later_flushes_send_nothing(redis_url: str) -> None:
+    async def main() -> tuple[dict[str, int], bool]:
+        redis = streams.connect(redis_url, 5.0)
+        buffer = StatisticsBuffer(redis)
+        buffer.add("closing", "1", {"success_count": 2})
+        await asyncio.gather(buffer.flush(), buffer.close())  # the timer's flush and the drain's, together
+        buffer.add("closing", "1", {"success_count": 5})  # after close: not sent, no new connection
+        await buffer.flush()
+        stats = await read_statistics(redis, "closing", "1")
+        connected = buffer._wire._protocol is not None
+        await redis.aclose()
+        return stats, connected
+
+    stats, connected = asyncio.run(main())
+    assert stats["success_count"] == 2 and not connected

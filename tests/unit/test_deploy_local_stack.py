@@ -4,6 +4,7 @@ port pair, as compose does, also when only some of the models are there."""
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 from pathlib import Path
 
@@ -88,6 +89,8 @@ def test_the_stacks_processes_reach_its_redis_over_a_unix_socket(tmp_path: Path,
         return {c.argv[c.argv.index("--redis-url") + 1] for c in children if "--redis-url" in c.argv}
 
     sock = tmp_path.resolve() / "redis" / "redis.sock"
+    if len(os.fsencode(sock)) >= stack.UNIX_PATH_MAX:
+        pytest.skip(f"the test's own folder is too long for a unix socket path: {sock}")
     children, lines = stack.build(args)
     redis = children[0].argv
     assert redis[redis.index("--unixsocket") + 1] == str(sock) and redis[redis.index("--port") + 1] == "6390"
@@ -104,5 +107,7 @@ def test_the_stacks_processes_reach_its_redis_over_a_unix_socket(tmp_path: Path,
     assert urls(stack.build(joining)[0]) == {"redis://127.0.0.1:6390/0"}
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(sock))
+        assert urls(stack.build(joining)[0]) == {"redis://127.0.0.1:6390/0"}  # a stale socket: nobody listens
+        listener.listen()
         assert urls(stack.build(joining)[0]) == {f"unix://{sock}?db=0"}
 

@@ -63,14 +63,31 @@ def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
     assert not int8.has_vnni(str(tmp_path / "missing"))
 
 
-def test_the_check_keeps_the_float_graph_without_vnni_or_past_its_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_check_keeps_the_float_graph_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = folded()
     monkeypatch.setattr(int8, "has_vnni", lambda cpuinfo=int8.CPUINFO: False)
     assert int8.int8_checked(graph, one_thread()) is graph
-    monkeypatch.setattr(int8, "has_vnni", lambda cpuinfo=int8.CPUINFO: True)
+
+
+@NEEDS_VNNI
+def test_the_check_keeps_the_float_graph_past_its_tolerance_or_when_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = folded()
     assert int8.int8_checked(graph, one_thread()) is not graph
+    monkeypatch.setattr(int8, "batch_dependence", lambda session, rows: 1 / 0)  # the check itself breaks
+    assert int8.int8_checked(graph, one_thread()) is graph
+    monkeypatch.undo()
     monkeypatch.setattr(int8, "TOLERANCE", -1.0)
     assert int8.int8_checked(graph, one_thread()) is graph
+
+
+def test_an_old_opset_is_left_alone() -> None:
+    graph = folded()
+    old = onnx.ModelProto()
+    old.CopyFrom(graph)
+    for entry in old.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = 10
+    assert int8.quantize_rows(old) is None
 
 
 @NEEDS_VNNI

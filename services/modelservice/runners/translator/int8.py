@@ -5,10 +5,11 @@ Every Gemm over a weight becomes MatMulInteger: the weight quantized once, per o
 (symmetric, ±127), and at run time each row of the activations quantized with its own scale
 (its largest magnitude / 127, shifted to uint8 around 128, the u8×s8 form VNNI multiplies), the
 int32 sums scaled back by row scale × column scale, then the bias. Integer sums are exact, and
-no scale spans two rows, so a sentence's log-probabilities do not depend on what else is in its
-batch: the continuous batcher still gives each sentence what the in-process search gives it.
-ONNX Runtime's own dynamic quantization takes one scale per tensor, across the whole batch, and
-moves a row's log-probabilities by up to 0.34 with its batch-mates (`python -m bench.int8`).
+no scale spans two rows, so a decoder row's log-probabilities do not depend on what else is in
+its batch. (The encoder stays fp32, whose rounding varies a little with the padding of the batch
+a sentence is encoded in; served and in-process int8 agreed on 99.7% of the test split.) ONNX
+Runtime's own dynamic quantization takes one scale per tensor, across the whole batch, and
+moves a row's log-probabilities by about 0.3 with its batch-mates (`python -m bench.int8`).
 
 The translations are not those of the float decoder: on the Ding test split 82% are identical,
 at the same BLEU (docs/profiles.md). `int8_checked` runs the graph on a probe and keeps the
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 1.0  # largest |int8 - float| in any output on the probe (0.24 on the shipped model)
 CPUINFO = "/proc/cpuinfo"
+MIN_OPSET = 11  # Round, and Clip with its bounds as inputs
 
 
 def has_vnni(cpuinfo: str = CPUINFO) -> bool:
@@ -56,7 +58,7 @@ def weight_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     inits = {i.name: i for i in out.graph.initializer}
     nodes: list[onnx.NodeProto] = []
     names: list[str] = []
-    for node in out.graph.node:
+    for index, node in enumerate(out.graph.node):
         attrs = _attrs(node)
         plain = attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
         if node.op_type != "Gemm" or node.input[1] not in inits or not plain:
@@ -65,7 +67,7 @@ def weight_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
         weight = numpy_helper.to_array(inits[node.input[1]])
         if attrs.get("transB", 0):
             weight = np.ascontiguousarray(weight.T)
-        name = f"int8.{node.input[1]}"
+        name = f"int8.{index}.{node.input[1]}"  # by node: two Gemms may share a weight
         out.graph.initializer.append(numpy_helper.from_array(weight, f"{name}.weight"))
         product = node.output[0] if len(node.input) < 3 or not node.input[2] else f"{name}.product"
         nodes.append(helper.make_node("MatMul", [node.input[0], f"{name}.weight"], [product], name=name))
@@ -84,6 +86,9 @@ def weight_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
 def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """A copy of `model` with its weight Gemms in int8, a scale per activation row (see above);
     None when it has none."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        return None
     plain, names = weight_matmuls(model)
     if not names:
         return None
@@ -97,7 +102,6 @@ def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto | None:
     c127, tiny = constant("int8.127", 127.0, np.float32), constant("int8.tiny", 1e-12, np.float32)
     low, high = constant("int8.low", 0.0, np.float32), constant("int8.high", 255.0, np.float32)
     shift, zero = constant("int8.shift", 128.0, np.float32), constant("int8.zero", 128, np.uint8)
-    opset = next((o.version for o in plain.opset_import if o.domain in ("", "ai.onnx")), 0)
     last = constant("int8.last_axis", [-1], np.int64)
 
     def row_peak(x: str, out: str) -> onnx.NodeProto:  # ReduceMax takes its axes as an input from opset 18
@@ -163,11 +167,16 @@ def int8_checked(model: onnx.ModelProto, options: ort.SessionOptions) -> onnx.Mo
     if quantized is None:
         return model
     cpu = ["CPUExecutionProvider"]
-    float_session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=cpu)
-    int8_session = ort.InferenceSession(quantized.SerializeToString(), sess_options=options, providers=cpu)
-    feed = _probe(float_session, 16, 7)
-    drift = max(float(np.max(np.abs(a - b))) for a, b in zip(float_session.run(None, feed), int8_session.run(None, feed)))
-    dependence = batch_dependence(int8_session, 16)
+    try:
+        float_session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=cpu)
+        int8_session = ort.InferenceSession(quantized.SerializeToString(), sess_options=options, providers=cpu)
+        feed = _probe(float_session, 16, 7)
+        drift = max(float(np.max(np.abs(a - b)))
+                    for a, b in zip(float_session.run(None, feed), int8_session.run(None, feed)))
+        dependence = batch_dependence(int8_session, 16)
+    except Exception as err:  # a graph this rewrite does not fit: serve the float one
+        log.warning("decoder: int8 kept off (its check failed: %s); the float graph serves", err)
+        return model
     if dependence != 0.0 or not drift <= TOLERANCE:
         log.warning("decoder: int8 kept off (on a probe it drifts %.3g from float, a row moves %.3g with its "
                     "batch-mates); the float graph serves", drift, dependence)
