@@ -66,18 +66,18 @@ def test_vnni_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
 def test_the_check_keeps_the_float_graph_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = folded()
     monkeypatch.setattr(int8, "has_vnni", lambda cpuinfo=int8.CPUINFO: False)
-    assert int8.int8_checked(graph, one_thread()) is graph
+    assert int8.int8_checked(graph, one_thread())[0] is graph
 
 
 @NEEDS_VNNI
 def test_the_check_keeps_the_float_graph_past_its_tolerance_or_when_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = folded()
-    assert int8.int8_checked(graph, one_thread()) is not graph
+    assert int8.int8_checked(graph, one_thread())[0] is not graph
     monkeypatch.setattr(int8, "batch_dependence", lambda session, rows: 1 / 0)  # the check itself breaks
-    assert int8.int8_checked(graph, one_thread()) is graph
+    assert int8.int8_checked(graph, one_thread())[0] is graph
     monkeypatch.undo()
     monkeypatch.setattr(int8, "TOLERANCE", -1.0)
-    assert int8.int8_checked(graph, one_thread()) is graph
+    assert int8.int8_checked(graph, one_thread())[0] is graph
 
 
 def test_an_old_opset_is_left_alone() -> None:
@@ -94,6 +94,10 @@ def test_an_old_opset_is_left_alone() -> None:
 def test_an_int8_translator_translates_each_sentence_alike_alone_or_in_a_batch() -> None:
     translator = Translator(MODEL / "1", threads=1, int8=True)
     assert translator.model.int8  # type: ignore[attr-defined]
+    serving = translator.model.decoder  # type: ignore[attr-defined]  (the check's own int8 session)
+    reference = ort.InferenceSession(folded().SerializeToString(), one_thread(), providers=["CPUExecutionProvider"])
+    feed = int8._probe(reference, 4, 7)
+    assert float(np.max(np.abs(serving.run(None, feed)[0] - reference.run(None, feed)[0]))) > 1e-4  # not the float graph
     together = [text for text, _ in translator.translate(SENTENCES, beam_size=5)]
     alone = [translator.translate([sentence], beam_size=5)[0][0] for sentence in SENTENCES]
     assert together == alone

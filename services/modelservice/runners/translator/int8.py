@@ -157,18 +157,24 @@ def batch_dependence(session: ort.InferenceSession, rows: int) -> float:
                for a, b, arg in zip(together, single, session.get_outputs()))
 
 
-def int8_checked(model: onnx.ModelProto, options: ort.SessionOptions) -> onnx.ModelProto:
+def int8_checked(model: onnx.ModelProto, options: ort.SessionOptions,
+                 float_session: ort.InferenceSession | None = None
+                 ) -> tuple[onnx.ModelProto, ort.InferenceSession | None]:
     """The int8 graph when it quantizes, keeps every row independent of its batch-mates and
-    stays within TOLERANCE of the float graph on a probe; else the float graph."""
+    stays within TOLERANCE of the float graph on a probe; else the float graph. With it, a CPU
+    session of the graph returned when the check built one (None otherwise), which a CPU decoder
+    can serve from; `float_session`, a CPU session of `model` already built (fold's probe), is
+    used instead of building another."""
     if not has_vnni():
         log.warning("decoder: int8 kept off (this CPU has no VNNI); the float graph serves")
-        return model
+        return model, float_session
     quantized = quantize_rows(model)
     if quantized is None:
-        return model
+        return model, float_session
     cpu = ["CPUExecutionProvider"]
     try:
-        float_session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=cpu)
+        if float_session is None:
+            float_session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=cpu)
         int8_session = ort.InferenceSession(quantized.SerializeToString(), sess_options=options, providers=cpu)
         feed = _probe(float_session, 16, 7)
         drift = max(float(np.max(np.abs(a - b)))
@@ -176,9 +182,9 @@ def int8_checked(model: onnx.ModelProto, options: ort.SessionOptions) -> onnx.Mo
         dependence = batch_dependence(int8_session, 16)
     except Exception as err:  # a graph this rewrite does not fit: serve the float one
         log.warning("decoder: int8 kept off (its check failed: %s); the float graph serves", err)
-        return model
+        return model, float_session
     if dependence != 0.0 or not drift <= TOLERANCE:
         log.warning("decoder: int8 kept off (on a probe it drifts %.3g from float, a row moves %.3g with its "
                     "batch-mates); the float graph serves", drift, dependence)
-        return model
-    return quantized
+        return model, float_session
+    return quantized, int8_session

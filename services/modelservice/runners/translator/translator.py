@@ -99,9 +99,9 @@ class OnnxStepModel:
         if int8 and providers != ["CPUExecutionProvider"]:
             log.warning("decoder: int8 is for the CPU; %s serves the float graph", providers[0])
         elif int8:
-            chosen = int8_checked(self.decoder_graph, options)
-            if chosen is not self.decoder_graph:
-                self.decoder_graph, self.int8, probed = chosen, True, None  # the probe's session is the float graph's
+            chosen, probed = int8_checked(self.decoder_graph, options, probed)
+            self.int8 = chosen is not self.decoder_graph
+            self.decoder_graph = chosen  # probed: a CPU session of the graph chosen, or None
         if probed is not None and providers == ["CPUExecutionProvider"]:
             self.decoder = probed  # the probe's session: same graph, options and provider
         else:
