@@ -31,7 +31,8 @@ import onnx
 import onnxruntime as ort
 
 from bench.translator import InProcess, bleu, identical_share, test_pairs
-from services.modelservice.runners.translator.fold import _probe, fold_input_projection
+from services.modelservice.runners.translator.fold import fold_input_projection
+from services.modelservice.runners.translator.graph_edit import probe
 from services.modelservice.runners.translator.int8 import batch_dependence, quantize_rows, weight_matmuls
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "translator_de_en"
@@ -62,7 +63,7 @@ def options() -> ort.SessionOptions:
 
 
 def feed_for(session: ort.InferenceSession, rows: int) -> dict[str, np.ndarray]:
-    feed = _probe(session, rows, 20)
+    feed = probe(session, rows, 20)
     feed["prev_token"] = np.random.default_rng(rows).integers(0, 4000, rows).astype(np.int64)
     return feed
 

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from services.modelservice.runners.translator import TranslatorModel, fold
+from services.modelservice.runners.translator.graph_edit import probe
 from services.modelservice.runners.translator.translator import Translator
 from tests.unit.translator_shipped import MODEL, NEEDS_MODEL, SENTENCES, settings, spec
 
@@ -37,7 +38,7 @@ def test_the_shipped_decoder_folds_and_steps_the_same_up_to_rounding() -> None:
     original = ort.InferenceSession(graph.SerializeToString(), one_thread(), providers=["CPUExecutionProvider"])
     candidate = ort.InferenceSession(folded.SerializeToString(), one_thread(), providers=["CPUExecutionProvider"])
     for rows, width in ((1, 3), (40, 17)):
-        feed = fold._probe(original, rows, width, seed=rows)
+        feed = probe(original, rows, width, seed=rows)
         feed["prev_token"] = np.random.default_rng(rows).integers(0, 4000, rows).astype(np.int64)  # the whole vocabulary
         for want, got in zip(original.run(None, feed), candidate.run(None, feed)):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)

@@ -13,6 +13,7 @@ import pytest
 
 from services.modelservice.runners.translator import TranslatorModel, int8
 from services.modelservice.runners.translator.fold import fold_input_projection
+from services.modelservice.runners.translator.graph_edit import probe
 from services.modelservice.runners.translator.translator import Translator
 from tests.unit.translator_shipped import MODEL, NEEDS_MODEL, SENTENCES, settings, spec
 
@@ -44,7 +45,7 @@ def test_weight_gemms_become_integer_products_whose_rows_ignore_their_batch_mate
     reference = ort.InferenceSession(graph.SerializeToString(), one_thread(), providers=["CPUExecutionProvider"])
     for rows in (3, 40):
         assert int8.batch_dependence(session, rows) == 0.0
-    feed = int8._probe(reference, 16, 7)
+    feed = probe(reference, 16, 7)
     for want, got in zip(reference.run(None, feed), session.run(None, feed)):
         assert float(np.max(np.abs(want - got))) < int8.TOLERANCE  # the same model, give or take int8's rounding
     relu = onnx.helper.make_model(onnx.helper.make_graph(
@@ -96,7 +97,7 @@ def test_an_int8_translator_translates_each_sentence_alike_alone_or_in_a_batch()
     assert translator.model.int8  # type: ignore[attr-defined]
     serving = translator.model.decoder  # type: ignore[attr-defined]  (the check's own int8 session)
     reference = ort.InferenceSession(folded().SerializeToString(), one_thread(), providers=["CPUExecutionProvider"])
-    feed = int8._probe(reference, 4, 7)
+    feed = probe(reference, 4, 7)
     assert float(np.max(np.abs(serving.run(None, feed)[0] - reference.run(None, feed)[0]))) > 1e-4  # not the float graph
     together = [text for text, _ in translator.translate(SENTENCES, beam_size=5)]
     alone = [translator.translate([sentence], beam_size=5)[0][0] for sentence in SENTENCES]

@@ -11,10 +11,11 @@
     device.py       the same rows kept on the execution provider's device (IO binding)
     fold.py         the decoder graph with the embedding's share of its input projection precomputed
     int8.py         the decoder's weight products in int8, a scale per row (decoder_precision: int8)
+    graph_edit.py   what fold.py and int8.py share to rewrite a graph and probe the result
     timing.py       `python -m services.modelservice.runners.translator.timing`, a quick check
 
 Only runner.py and timing.py import the model service's modules; the search (translator,
-scheduler, search, rows, device, fold, int8) is numpy, sentencepiece and ONNX Runtime, so the training job
+scheduler, search, rows, device, fold, int8, graph_edit) is numpy, sentencepiece and ONNX Runtime, so the training job
 runs the very same code over its PyTorch model. No other runner imports this package.
 """
 

@@ -20,13 +20,11 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from services.modelservice.runners.translator.graph_edit import attributes, probe, set_nodes
+
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-3
-
-
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def fold_input_projection(model: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -49,15 +47,15 @@ def fold_input_projection(model: onnx.ModelProto) -> onnx.ModelProto | None:
     for gemm in graph.node:
         if gemm.op_type != "Gemm" or len(gemm.input) < 2 or gemm.input[1] not in init:
             continue
-        attrs = _attrs(gemm)
+        attrs = attributes(gemm)
         if attrs.get("transA", 0) != 0 or attrs.get("transB", 0) != 1 or attrs.get("alpha", 1.0) != 1.0 \
                 or attrs.get("beta", 1.0) != 1.0:
             continue
         concat = producer.get(gemm.input[0])
-        if concat is None or concat.op_type != "Concat" or len(concat.input) != 2 or _attrs(concat).get("axis") not in (1, -1):
+        if concat is None or concat.op_type != "Concat" or len(concat.input) != 2 or attributes(concat).get("axis") not in (1, -1):
             continue
         gather = producer.get(concat.input[0])
-        if gather is None or gather.op_type != "Gather" or gather.input[0] not in init or _attrs(gather).get("axis", 0) != 0:
+        if gather is None or gather.op_type != "Gather" or gather.input[0] not in init or attributes(gather).get("axis", 0) != 0:
             continue
         if uses.get(gather.output[0]) != 1 or uses.get(concat.output[0]) != 1:
             continue
@@ -91,29 +89,8 @@ def fold_input_projection(model: onnx.ModelProto) -> onnx.ModelProto | None:
             nodes.extend(replaced[i])
         elif i not in dropped:
             nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    set_nodes(graph, nodes)
     return folded
-
-
-def _probe(session: ort.InferenceSession, rows: int = 4, width: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
-    """Small random inputs of the session's types; every dynamic dim is `rows` first, then `width`."""
-    rng = np.random.default_rng(seed)
-    feed: dict[str, np.ndarray] = {}
-    for arg in session.get_inputs():
-        dynamic = iter([rows] + [width] * 8)
-        shape = [d if isinstance(d, int) else next(dynamic) for d in arg.shape]
-        if "int" in arg.type:
-            feed[arg.name] = rng.integers(0, 4, shape).astype(np.int64 if "64" in arg.type else np.int32)
-        elif "bool" in arg.type:
-            feed[arg.name] = np.ones(shape, np.bool_)
-        else:
-            feed[arg.name] = (rng.standard_normal(shape) * 0.3).astype(np.float32)
-    return feed
 
 
 def fold_checked(model: onnx.ModelProto, options: ort.SessionOptions
@@ -128,7 +105,7 @@ def fold_checked(model: onnx.ModelProto, options: ort.SessionOptions
     cpu = ["CPUExecutionProvider"]
     original = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=cpu)
     candidate = ort.InferenceSession(folded.SerializeToString(), sess_options=options, providers=cpu)
-    feed = _probe(original)
+    feed = probe(original)
     differs = max(float(np.max(np.abs(a - b))) for a, b in zip(original.run(None, feed), candidate.run(None, feed)))
     if not differs <= TOLERANCE:
         log.warning("decoder: the folded input projection differs by %.3g on a probe; the original graph is kept", differs)

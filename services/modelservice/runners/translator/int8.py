@@ -26,7 +26,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from services.modelservice.runners.translator.fold import _probe
+from services.modelservice.runners.translator.graph_edit import attributes, probe, set_nodes
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ def has_vnni(cpuinfo: str = CPUINFO) -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def _attrs(node: onnx.NodeProto) -> dict[str, object]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def weight_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of `model` with every plain Gemm whose B is an initializer written as a named MatMul
     (B transposed when transB) and an Add of its bias; the names of those MatMuls."""
@@ -59,7 +55,7 @@ def weight_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     nodes: list[onnx.NodeProto] = []
     names: list[str] = []
     for index, node in enumerate(out.graph.node):
-        attrs = _attrs(node)
+        attrs = attributes(node)
         plain = attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
         if node.op_type != "Gemm" or node.input[1] not in inits or not plain:
             nodes.append(node)
@@ -74,12 +70,7 @@ def weight_matmuls(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
         if product != node.output[0]:
             nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{name}.bias"))
         names.append(name)
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    used = {name for node in out.graph.node for name in node.input}
-    kept = [t for t in out.graph.initializer if t.name in used]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(kept)
+    set_nodes(out.graph, nodes)
     return out, names
 
 
@@ -134,12 +125,7 @@ def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto | None:
             make("Mul", [f"{p}.sums_f", f"{p}.row_scale"], [f"{p}.by_row"]),
             make("Mul", [f"{p}.by_row", scale_w], list(node.output)),
         ]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    set_nodes(graph, nodes)
     return plain
 
 
@@ -150,7 +136,7 @@ def batch_axis(arg: ort.NodeArg) -> int:
 
 def batch_dependence(session: ort.InferenceSession, rows: int) -> float:
     """Largest difference in any output between row 0 among `rows` and row 0 alone."""
-    feed = _probe(session, rows, 7)
+    feed = probe(session, rows, 7)
     alone = {arg.name: np.take(feed[arg.name], [0], axis=batch_axis(arg)) for arg in session.get_inputs()}
     together, single = session.run(None, feed), session.run(None, alone)
     return max(float(np.max(np.abs(np.take(a, [0], axis=batch_axis(arg)) - b)))
@@ -176,7 +162,7 @@ def int8_checked(model: onnx.ModelProto, options: ort.SessionOptions,
         if float_session is None:
             float_session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=cpu)
         int8_session = ort.InferenceSession(quantized.SerializeToString(), sess_options=options, providers=cpu)
-        feed = _probe(float_session, 16, 7)
+        feed = probe(float_session, 16, 7)
         drift = max(float(np.max(np.abs(a - b)))
                     for a, b in zip(float_session.run(None, feed), int8_session.run(None, feed)))
         dependence = batch_dependence(int8_session, 16)
