@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from bench.raw_ort import session_options
 from bench.translator import InProcess, bleu, identical_share, test_pairs
 from services.modelservice.runners.translator.fold import fold_input_projection
 from services.modelservice.runners.translator.graph_edit import probe
@@ -55,9 +56,8 @@ def quantized(model: onnx.ModelProto, folder: Path, subset: str = "all") -> Path
 
 
 def options() -> ort.SessionOptions:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    """The model service's options at one thread (bench.raw_ort), without ORT's warnings."""
+    opts = session_options(1, 1)
     opts.log_severity_level = 3
     return opts
 
