@@ -156,14 +156,17 @@ def test_a_new_version_under_load_fails_no_request_and_later_ones_get_it(tmp_pat
         for _ in range(2):  # every replica loads the new version on its own
             stack.start_service("hot", repository_poll_s="0.2")
         wait_until(lambda: stack.served("hot"), what="served")
+        # (sent, version, result) per request; the clients run until told to stop.
         outcomes: list[tuple[float, str, np.ndarray | grpc.StatusCode]] = []
         lock = threading.Lock()
-        switched = threading.Event()
+        switched, stop = threading.Event(), threading.Event()
 
         def client(n: int) -> None:
             stub = stack.stub
-            for i in range(25):
+            i = 0
+            while not stop.is_set():
                 rows = slice(i % 8, i % 8 + 1)
+                sent = time.monotonic()
                 try:
                     response = stub.ModelInfer(request("hot", rows=rows), timeout=20)
                     result: np.ndarray | grpc.StatusCode = response_outputs(response)["probabilities"]
@@ -171,24 +174,35 @@ def test_a_new_version_under_load_fails_no_request_and_later_ones_get_it(tmp_pat
                 except grpc.RpcError as err:
                     result, version = err.code(), ""
                 with lock:
-                    outcomes.append((time.monotonic(), version, result))
+                    outcomes.append((sent, version, result))
                 if i == 8 and n == 0:
                     add_version(stack.repo, "hot", "2", seed=1)  # mid-load
                     switched.set()
+                i += 1
                 time.sleep(0.03)
 
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(client, range(8)))
-        assert switched.is_set() and len(outcomes) == 200
+            clients = [pool.submit(client, n) for n in range(8)]
+            try:
+                assert switched.wait(20), "the load did not reach the switch"
+                # Each replica polls and loads on its own, so for a while one may answer with
+                # version 1 and the other with 2. A replica announces its versions after it swaps
+                # them, so once the gateway's index has only version 2, every replica has swapped.
+                wait_until(lambda: stack.index() == {("hot", "2"): ("READY", "")}, what="version 1 retired everywhere")
+                swapped = time.monotonic()
+                time.sleep(0.5)  # load on version 2 alone
+            finally:
+                stop.set()
+            for done in clients:
+                done.result()
         failures = [r for _, _, r in outcomes if isinstance(r, grpc.StatusCode)]
         assert failures == []
         versions = [v for _, v, _ in sorted(outcomes, key=lambda o: o[0])]
         assert versions[0] == "1" and "2" in versions
-        # Once a request got version 2, every later one did too, give or take a replica's last batch.
-        first_new = versions.index("2")
-        assert versions[first_new:].count("1") <= 16
+        # Every request sent after every replica swapped got version 2, and the replicas kept serving.
+        after = [v for sent, v, _ in outcomes if sent > swapped]
+        assert len(after) >= 8 and set(after) == {"2"}
         # What version 2 answers is version 2's graph.
-        wait_until(lambda: stack.index() == {("hot", "2"): ("READY", "")}, what="version 1 retired everywhere")
         later = stack.stub.ModelInfer(request("hot", rows=slice(0, 4)), timeout=5)
         assert later.model_version == "2"
         np.testing.assert_allclose(response_outputs(later)["probabilities"], expected(1, IMAGES[:4]), atol=1e-6)
