@@ -46,6 +46,9 @@ def record(run: Run, results: list[LoadRow | LevelFailure]) -> None:
 
 
 def ort_part(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> None:
+    """Raw ONNX Runtime per model, at the thread counts its model service uses (its config's
+    intra_op_thread_count / inter_op_thread_count where set)."""
+    from services.modelservice.runners.base import model_threads
     from tensorgate.repository import load_spec
 
     for model in args.models:
@@ -53,7 +56,7 @@ def ort_part(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> No
         item = [d if d > 0 else 1 for d in spec.inputs[0].shape[1:]]
         batches = [b for b in (args.ort_batches or args.concurrency) if b <= spec.max_batch_size]
         run.ort += raw_ort.run_ort(model, spec.model_file, spec.inputs[0].name, item, batches, args.ort_seconds,
-                                   args.ort_warmup, threads, providers(args.device))
+                                   args.ort_warmup, model_threads(spec.parameters, threads), providers(args.device))
 
 
 def model_meta(args: argparse.Namespace, run: Run) -> None:
@@ -157,7 +160,7 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
     model_dir = Path(args.model_repository) / TRANSLATOR
     threads = raw_ort.service_threads()
     local = translator.InProcess(model_dir, threads, providers(args.device))
-    batch_size = local.batch_size
+    batch_size, local_threads = local.batch_size, local.threads
     lengths = local.source_lengths(sources)
     log(f"translator in-process, one sentence at a time ({len(sources)} sentences, beam {args.beam_size})")
     single = local.one_at_a_time(sources, args.beam_size)
@@ -181,5 +184,5 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
     run.meta["Translator"] = (f"`{shown(model_dir)}` "
                               f"(services.modelservice.runners.translator.translator.Translator in-process, "
                               f"the model service's ORT threads "
-                              f"{threads[0]} / {threads[1]}); {len(pairs)} test sentences of {shown(args.data_dir)}")
+                              f"{local_threads[0]} / {local_threads[1]}); {len(pairs)} test sentences of {shown(args.data_dir)}")
 

@@ -134,12 +134,14 @@ class InProcess:
                  providers: Sequence[str] = ("CPUExecutionProvider",), module: ModuleType | None = None,
                  todays: bool = True) -> None:
         """`todays`: all_at_once also times today's search (TODAYS_COMMIT) in the same run."""
+        from services.modelservice.runners.base import model_threads
         from services.modelservice.runners.translator import translator as current
         from tensorgate.repository import load_spec
 
         module = module or current
         Translator = module.Translator
         spec = load_spec(model_dir)
+        threads = model_threads(spec.parameters, threads)  # its config's, where it sets them, as the service
         self.model_dir, self.threads, self.providers = model_dir, threads, tuple(providers)
         self.todays = todays
         accepted = inspect.signature(Translator).parameters

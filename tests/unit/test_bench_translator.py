@@ -126,3 +126,17 @@ def test_summarise_with_and_without_todays_search() -> None:
     missing = Timed(batch.outputs, [], 1.0, todays=Todays(None, "git is not installed"))
     result = summarise(pairs, [4, 3], single, missing, served, clients=16, beam=5, batch_size=32)
     assert result.todays_per_s is None and result.todays_note == "git is not installed"
+
+
+@pytest.mark.skipif(not (MODEL / "1" / "decoder_step.onnx").is_file(), reason="models/translator_de_en not trained yet")
+def test_in_process_takes_the_thread_counts_the_model_config_sets(tmp_path: Path) -> None:
+    import shutil
+
+    model = tmp_path / "translator_de_en"
+    shutil.copytree(MODEL, model)
+    config = model / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "intra_op_thread_count" value: { string_value: "2" } }\n')
+    local = InProcess(model, (1, 1), todays=False)
+    assert local.threads == (2, 1)
+    assert local.translator.model.decoder.get_session_options().intra_op_num_threads == 2
+    assert InProcess(MODEL, (1, 1), todays=False).threads == (1, 1)  # the shipped config leaves them to the service

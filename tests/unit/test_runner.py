@@ -13,7 +13,9 @@ from services.modelservice.runners.base import (
     cgroup_cpu_limit,
     choose_providers,
     default_intra_op_threads,
+    model_threads,
     session_options,
+    usable_cores,
 )
 from services.modelservice.runners.onnx import OnnxModel
 from tensorgate.repository import load_spec
@@ -65,6 +67,29 @@ def test_sessions_do_not_spin_and_take_threads_from_the_cores() -> None:
     assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert spinning.intra_op_num_threads == 3
     assert [default_intra_op_threads(n) for n in (1, 2, 4, 16, 64)] == [1, 1, 2, 8, 8]
+
+
+def test_a_model_config_sets_its_own_thread_counts_as_for_tritons_onnxruntime_backend(tmp_path: Path) -> None:
+    settings = ModelServiceSettings(device="cpu", intra_op_threads=1)
+    assert model_threads({}, (1, 1)) == (1, 1)
+    assert model_threads({"intra_op_thread_count": "3", "inter_op_thread_count": "2"}, (1, 1)) == (3, 2)
+    assert model_threads({"intra_op_thread_count": "0"}, (1, 1)) == (usable_cores(), 1)
+    for bad in ("-1", "two", "1.5", ""):
+        with pytest.raises(ValueError, match="intra_op_thread_count must be a whole number"):
+            model_threads({"intra_op_thread_count": bad}, (1, 1))
+    options = session_options(settings, {"intra_op_thread_count": "2"})
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # Served: the runner's sessions take the config's count over the service's setting.
+    make_tiny_repository(tmp_path, "m")
+    config = tmp_path / "m" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "intra_op_thread_count" value: { string_value: "2" } }\n')
+    model = load_model(load_spec(tmp_path / "m"), settings)
+    assert isinstance(model, OnnxModel)
+    assert [s.get_session_options().intra_op_num_threads for s in model.sessions] == [2]
+    config.write_text(config.read_text().replace('string_value: "2"', 'string_value: "many"'))
+    with pytest.raises(ValueError, match="intra_op_thread_count"):
+        load_model(load_spec(tmp_path / "m"), settings)
 
 
 def test_instance_group_gives_parallel_sessions(tmp_path: Path) -> None:

@@ -103,3 +103,15 @@ def test_a_sentence_over_the_token_limit_fails_only_its_request() -> None:
     finally:
         model.close()
 
+
+
+def test_the_configs_intra_op_thread_count_reaches_the_translators_sessions() -> None:
+    m = TranslatorModel(spec(intra_op_thread_count="2"), settings())  # the service's setting says 1
+    try:
+        decoder = m.translator.model.decoder  # type: ignore[attr-defined]
+        assert decoder.get_session_options().intra_op_num_threads == 2
+        assert m.translator.model.encoder.get_session_options().intra_op_num_threads == 2  # type: ignore[attr-defined]
+        out = asyncio.run(infer(m, ["Ich habe keine Zeit."], 5))
+        assert [t.decode() for t in out["translation"]] == ["I have no time."]
+    finally:
+        m.close()

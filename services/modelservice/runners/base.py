@@ -69,15 +69,38 @@ def default_intra_op_threads(cores: int | None = None) -> int:
     return max(1, min(8, cores // 2))
 
 
-def session_options(settings: ModelServiceSettings) -> ort.SessionOptions:
+# Triton's onnxruntime backend reads these from a model's config.pbtxt `parameters`.
+THREAD_PARAMETERS = ("intra_op_thread_count", "inter_op_thread_count")
+
+
+def model_threads(parameters: Mapping[str, str], default: tuple[int, int]) -> tuple[int, int]:
+    """(intra-op, inter-op) threads for one model's sessions: its config's `intra_op_thread_count`
+    and `inter_op_thread_count` parameters where it sets them (0: every core this process may
+    use), else `default`. Raises ValueError for a value that is not a whole number >= 0."""
+    counts = list(default)
+    for i, key in enumerate(THREAD_PARAMETERS):
+        if key not in parameters:
+            continue
+        value = parameters[key].strip()
+        if not value.isdigit():
+            raise ValueError(f"parameter {key} must be a whole number >= 0 (0: every core this process "
+                             f"may use), not {parameters[key]!r}")
+        counts[i] = int(value) or usable_cores()
+    return counts[0], counts[1]
+
+
+def session_options(settings: ModelServiceSettings, parameters: Mapping[str, str] | None = None
+                    ) -> ort.SessionOptions:
     """ONNX Runtime options for a machine shared with other processes.
 
     Spinning is off: by default ORT's pool threads busy-wait for the next call, which on a
     2-core machine burned 0.6 of a core while the model service was otherwise idle between
-    batches. Intra-op threads come from the settings (0: `default_intra_op_threads`)."""
+    batches. Intra-op threads come from the settings (0: `default_intra_op_threads`), unless the
+    model's config `parameters` set them (`model_threads`)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads or default_intra_op_threads()
-    options.inter_op_num_threads = settings.inter_op_threads
+    intra, inter = model_threads(parameters or {}, (settings.intra_op_threads or default_intra_op_threads(),
+                                                    settings.inter_op_threads))
+    options.intra_op_num_threads, options.inter_op_num_threads = intra, inter
     spin = "1" if settings.ort_spinning else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)

@@ -35,7 +35,7 @@ class OnnxModel(Model):
 
     def __init__(self, spec: ModelSpec, settings: ModelServiceSettings) -> None:
         self.spec = spec
-        options = session_options(settings)
+        options = session_options(settings, spec.parameters)
         providers = choose_providers(settings.device)
         self.sessions = [ort.InferenceSession(str(spec.model_file), sess_options=options, providers=providers)
                          for _ in range(spec.instance_count)]

@@ -94,8 +94,10 @@ class TranslatorModel(ContinuousModel):
             raise ValueError(f"model '{spec.name}': instance_sessions must be shared or own")
         self.instances = max(1, spec.instance_count)
 
+        options = session_options(settings, params)
+
         def build() -> Translator:
-            return Translator(spec.path, providers, session_options=session_options(settings),
+            return Translator(spec.path, providers, session_options=options,
                               io_binding=io_binding == "true" or (io_binding == "auto" and providers[0] == CUDA),
                               fold=fold_on, int8=precision == "int8")
 
@@ -124,10 +126,11 @@ class TranslatorModel(ContinuousModel):
         self.admission = Admission(max_requests=queued, max_sentences=queued)
         self._io_binding_mode = io_binding
         self.decoders = self._start_decoders()
-        log.info("translator %s v%s on %s (io binding %s), beam %d, alpha %.2f, %d decode loop(s) "
-                 "(%s sessions, %s routing, short share %g, longer loops nice +%d), running batch <= %d "
-                 "sentences and %d tokens each", spec.name, spec.version, self.provider,
-                 "on" if self.translator.io_binding else "off", self.beam_size, self.alpha, self.instances,
+        log.info("translator %s v%s on %s (io binding %s, %d intra-op thread(s)), beam %d, alpha %.2f, "
+                 "%d decode loop(s) (%s sessions, %s routing, short share %g, longer loops nice +%d), "
+                 "running batch <= %d sentences and %d tokens each", spec.name, spec.version, self.provider,
+                 "on" if self.translator.io_binding else "off", options.intra_op_num_threads,
+                 self.beam_size, self.alpha, self.instances,
                  sessions, self.router.policy, self.router.short_share, self.nice, self.max_sentences,
                  self.max_tokens)
 
