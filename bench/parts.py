@@ -59,15 +59,20 @@ def ort_part(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> No
                                    args.ort_warmup, model_threads(spec.parameters, threads), providers(args.device))
 
 
-def model_meta(args: argparse.Namespace, run: Run) -> None:
+def model_meta(args: argparse.Namespace, run: Run, threads: tuple[int, int]) -> None:
+    """A line per model; one whose config sets its own ORT threads says so (every path then uses them)."""
+    from services.modelservice.runners.base import model_threads
     from tensorgate.repository import load_spec
 
     for model in args.models:
         spec = load_spec(Path(args.model_repository) / model)
+        own = model_threads(spec.parameters, threads)
         run.meta[f"Model {model}"] = (
             f"`{shown(spec.model_file)}` (sha256 {short_digest(spec.model_file)}…); max_batch_size "
             f"{spec.max_batch_size}, preferred batch sizes {list(spec.preferred_batch_sizes)}, max_queue_delay "
-            f"{spec.max_queue_delay_s * 1e3:g} ms")
+            f"{spec.max_queue_delay_s * 1e3:g} ms"
+            + (f"; ORT threads {own[0]} / {own[1]} from its config (intra_op_thread_count / "
+               f"inter_op_thread_count), not the service's" if own != threads else ""))
 
 
 def stack_part(args: argparse.Namespace, run: Run, settings: PerfSettings) -> None:
@@ -128,14 +133,14 @@ def triton_part(args: argparse.Namespace, run: Run, settings: PerfSettings, thre
     repo = settings.workdir / "models"
     if not repo.is_dir():
         perf_repository(Path(args.model_repository), repo)
-    models = [model_entry(repo, m) for m in args.models]
+    models = [model_entry(repo, m, threads) for m in args.models]
     with running_pytriton(python, models, threads, args.ready_timeout) as peer:
         run.meta["PyTriton"] = (f"{PYTRITON_REQ.split('==')[0]} {venv_version(python, 'nvidia-pytriton')} "
                                 f"(tritonserver {peer.server_version()}, Python backend; onnxruntime "
                                 f"{venv_version(python, 'onnxruntime')} inside the bound functions) in "
                                 f"{shown(args.triton_venv)}, "
                                 f"Debian's {args.triton_base_python}; same ONNX files, same max_batch_size, preferred "
-                                f"batch sizes and max_queue_delay, ORT threads {threads[0]} / {threads[1]}, no spinning; "
+                                f"batch sizes and max_queue_delay, ORT threads {threads[0]} / {threads[1]} (or a model's own, as served), no spinning; "
                                 f"windows of {args.triton_window_ms} ms, stability {args.triton_stability:g}%")
         target = Target(PYTRITON, peer.url, peer.processes(), args.triton_window_ms, args.triton_stability,
                         headers=peer.headers)

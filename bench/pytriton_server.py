@@ -7,8 +7,8 @@ with the Python of the PyTriton virtualenv (Debian's python3.11), which has
 pytriton, numpy and onnxruntime but not the project's dependencies: of the project it imports only
 bench.raw_ort's session (the model service's session options). Each model is given as a JSON object
 (name, file, input and output names and item shapes, max_batch_size, preferred batch sizes,
-max_queue_delay_us) copied from the model's config.pbtxt by the caller; thread settings are the
-model service's. The access token comes from the environment (BENCH_TRITON_TOKEN), so it never
+max_queue_delay_us, and its ORT threads) copied from the model's config.pbtxt by the caller; a
+model given without threads gets --intra-op-threads / --inter-op-threads. The access token comes from the environment (BENCH_TRITON_TOKEN), so it never
 shows in a process list. Prints READY once every model is loaded, then serves until SIGINT/SIGTERM.
 """
 
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grpc-port", type=int, required=True, help="Triton's gRPC port")
     p.add_argument("--http-port", type=int, required=True, help="Triton's HTTP port")
     p.add_argument("--metrics-port", type=int, required=True, help="Triton's metrics port")
-    p.add_argument("--intra-op-threads", type=int, required=True, help="ONNX Runtime intra-op threads")
-    p.add_argument("--inter-op-threads", type=int, required=True, help="ONNX Runtime inter-op threads")
+    p.add_argument("--intra-op-threads", type=int, required=True, help="ONNX Runtime intra-op threads of a model given without its own")
+    p.add_argument("--inter-op-threads", type=int, required=True, help="ONNX Runtime inter-op threads of a model given without its own")
     p.add_argument("--workspace", required=True, help="PyTriton's workspace folder")
     args = p.parse_args(argv)
 
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 security_config=TritonSecurityConfig(access_token=token)) as triton:
         for text in args.model:
             m = json.loads(text)
-            sess = session(Path(m["file"]), args.intra_op_threads, args.inter_op_threads)
+            intra, inter = m.get("threads") or (args.intra_op_threads, args.inter_op_threads)
+            sess = session(Path(m["file"]), int(intra), int(inter))
             batcher = DynamicBatcher(max_queue_delay_microseconds=int(m["max_queue_delay_us"]),
                                      preferred_batch_size=list(m["preferred_batch_sizes"]) or None)
             triton.bind(

@@ -94,7 +94,7 @@ def settings_meta(args: argparse.Namespace, threads: tuple[int, int]) -> dict[st
                          f"{2 * args.stability:g}%), at most "
                          f"{args.max_trials} windows per level; the direct path with `-x 1`",
         "ONNX Runtime": f"{args.device.upper()} execution provider; intra-op threads {threads[0]}, inter-op "
-                        f"{threads[1]} (the model service's settings), spinning off; raw ORT: {args.ort_warmup} "
+                        f"{threads[1]} (the model service's settings; a model line says where its config sets its own), spinning off; raw ORT: {args.ort_warmup} "
                         f"warm-up calls, then {args.ort_seconds:g} s of back-to-back calls per batch size",
         "tensorgate": "started by the benchmark: `python -m services.stack --no-prometheus --models ...` on free "
                       "ports (redis-server, one model service per model, the gateway), on this machine",
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(meta={"Command": f"`{command.strip()}`", "Date": started.strftime("%Y-%m-%d %H:%M UTC"),
                     "Machine": machine_line(), "Versions": versions_line(), **settings_meta(args, threads)},
               stall_ms=args.stall_ms)
-    parts.model_meta(args, run)
+    parts.model_meta(args, run, threads)
     if args.section:
         run.section = Path(args.section).read_text()
     steps: list[tuple[str, bool, Callable[[PerfSettings], None]]] = [

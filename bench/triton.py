@@ -69,8 +69,10 @@ def venv_version(python: Path, dist: str) -> str:
     return out.stdout.strip() or "unknown"
 
 
-def model_entry(model_repository: Path, name: str) -> dict[str, Any]:
-    """What the server script needs of one model, read from its config.pbtxt."""
+def model_entry(model_repository: Path, name: str, threads: tuple[int, int]) -> dict[str, Any]:
+    """What the server script needs of one model, read from its config.pbtxt; its ORT threads are
+    `threads` (the model service's) unless the config's parameters set its own, as the service does."""
+    from services.modelservice.runners.base import model_threads
     from tensorgate.repository import load_spec
 
     spec = load_spec(model_repository / name)
@@ -80,7 +82,8 @@ def model_entry(model_repository: Path, name: str) -> dict[str, Any]:
             "input_shape": list(spec.inputs[0].shape[1:]), "output": spec.outputs[0].name,
             "output_shape": list(spec.outputs[0].shape[1:]), "max_batch_size": spec.max_batch_size,
             "preferred_batch_sizes": list(spec.preferred_batch_sizes),
-            "max_queue_delay_us": round(spec.max_queue_delay_s * 1e6)}
+            "max_queue_delay_us": round(spec.max_queue_delay_s * 1e6),
+            "threads": list(model_threads(spec.parameters, threads))}
 
 
 class PyTritonPeer:

@@ -127,3 +127,45 @@ def test_cli_defaults_and_quick() -> None:
 def test_load_row_defaults() -> None:
     row = LoadRow(1, 1.0, 1, 1, 1, 1, 0, 0)
     assert row.avg_batch is None and row.batch_sizes == {} and row.system == GATEWAY and row.requests == 0
+
+
+def _mlp_copy(tmp_path: Path, extra: str = "") -> Path:
+    import shutil
+
+    repo = tmp_path / "models"
+    shutil.copytree(Path(__file__).parents[2] / "models" / "mnist_mlp", repo / "mnist_mlp")
+    if extra:
+        with (repo / "mnist_mlp" / "config.pbtxt").open("a") as config:
+            config.write(extra)
+    return repo
+
+
+THREADS_2_1 = ('parameters { key: "intra_op_thread_count" value: { string_value: "2" } }\n'
+               'parameters { key: "inter_op_thread_count" value: { string_value: "1" } }\n')
+
+
+def test_pytriton_model_entry_takes_the_models_own_threads_as_the_service_does(tmp_path: Path) -> None:
+    from bench.stack import perf_repository
+    from bench.triton import model_entry
+
+    def entry(name: str, extra: str = "") -> dict[str, object]:
+        served = perf_repository(_mlp_copy(tmp_path / name, extra), tmp_path / name / "served")
+        return model_entry(served, "mnist_mlp", (1, 1))
+
+    shipped = entry("a")
+    assert shipped["threads"] == [1, 1] and shipped["max_batch_size"] == 64
+    assert entry("b", THREADS_2_1)["threads"] == [2, 1]
+
+
+def test_model_meta_says_where_a_config_sets_its_own_threads(tmp_path: Path) -> None:
+    from bench import parts
+    from bench.results import Run
+
+    for extra, expected in (("", None), (THREADS_2_1, "ORT threads 2 / 1 from its config")):
+        repo = _mlp_copy(tmp_path / str(bool(extra)), extra)
+        args = parse_args(["--models", "mnist_mlp", "--model-repository", str(repo)])
+        run = Run(meta={}, stall_ms=250.0)
+        parts.model_meta(args, run, (1, 1))
+        line = run.meta["Model mnist_mlp"]
+        assert "max_batch_size 64" in line
+        assert (expected in line) if expected else ("ORT threads" not in line)
