@@ -15,7 +15,7 @@ from bench import perf, profile, raw_ort, translator
 from bench.machine import short_digest, version
 from bench.perf import PerfSettings, Target
 from bench.results import DIRECT, GATEWAY, PYTRITON, STREAMING, LevelFailure, LoadRow, Run
-from bench.stack import ROOT, log, perf_repository, running_stack
+from bench.stack import ROOT, log, perf_repository, running_stack, with_parameters
 from bench.triton import PYTRITON as PYTRITON_REQ
 from bench.triton import ensure_venv, model_entry, running_pytriton, venv_version
 
@@ -161,8 +161,19 @@ def profile_translator(args: argparse.Namespace, group: perf.ProcessGroup) -> st
 def translator_part(args: argparse.Namespace, run: Run) -> None:
     limit = args.translator_sentences or (128 if args.quick else None)
     pairs = translator.test_pairs(Path(args.data_dir), limit)
+    overrides = dict(args.translator_parameter)
+    with tempfile.TemporaryDirectory(prefix="tensorgate-translator-") as copy:
+        repository = Path(args.model_repository)
+        if overrides:  # every path reads the same copy: a setting may change the in-process search too
+            repository = Path(copy)
+            with_parameters(Path(args.model_repository) / TRANSLATOR, repository, overrides)
+        translator_runs(args, run, pairs, repository, overrides)
+
+
+def translator_runs(args: argparse.Namespace, run: Run, pairs: list[tuple[str, str]], repository: Path,
+                    overrides: dict[str, str]) -> None:
     sources = [de for de, _ in pairs]
-    model_dir = Path(args.model_repository) / TRANSLATOR
+    model_dir = repository / TRANSLATOR
     threads = raw_ort.service_threads()
     local = translator.InProcess(model_dir, threads, providers(args.device))
     batch_size, local_threads = local.batch_size, local.threads
@@ -173,7 +184,7 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
     batch = local.all_at_once(sources, args.beam_size)
     log(f"  {len(sources) / batch.seconds:.1f} sentences/s")
     del local  # its ONNX Runtime threads and memory, before the service starts
-    with running_stack([TRANSLATOR], Path(args.model_repository), args.ready_timeout, stack_env(args)) as stack:
+    with running_stack([TRANSLATOR], repository, args.ready_timeout, stack_env(args)) as stack:
         log(f"translator through the gateway, {args.translator_clients} clients")
         profiler = None
         if args.profile:
@@ -186,7 +197,10 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
             profiler.shutdown()
     run.translator = translator.summarise(pairs, lengths, single, batch, served, args.translator_clients,
                                           args.beam_size, batch_size)
-    run.meta["Translator"] = (f"`{shown(model_dir)}` "
+    shown_dir = f"`{shown(Path(args.model_repository) / TRANSLATOR)}`" + (
+        f" with {', '.join(f'`{k}: {v}`' for k, v in overrides.items())} over its config (--translator-parameter)"
+        if overrides else "")
+    run.meta["Translator"] = (f"{shown_dir} "
                               f"(services.modelservice.runners.translator.translator.Translator in-process, "
                               f"the model service's ORT threads "
                               f"{local_threads[0]} / {local_threads[1]}); {len(pairs)} test sentences of {shown(args.data_dir)}")

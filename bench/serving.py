@@ -64,6 +64,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a("--translator-sentences", type=int, help="use only the first N test sentences (default: all 1,000)")
     a("--translator-clients", type=int, default=16, help="concurrent clients sending translations")
     a("--beam-size", type=int, default=5, help="beam size of every translator path")
+    a("--translator-parameter", action="append", default=[], metavar="KEY=VALUE", type=key_value,
+      help="a config parameter of the translator set over its config.pbtxt for this run, on every path "
+      "(e.g. short_lane=priority; repeat for more); the shipped config stays as it is")
     a("--data-dir", default=str(ROOT / "data" / "ding"), help="Ding cache (make data-ding; fetched when missing)")
     a("--profile", action="store_true", help="also record py-spy profiles of the gateway and the first model's "
       "service at c=16 unary and put the top frames on the page")
@@ -84,6 +87,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if args.quick and p.get_default(key) == getattr(args, key):
             setattr(args, key, value)
     return args
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
 
 
 def settings_meta(args: argparse.Namespace, threads: tuple[int, int]) -> dict[str, str]:

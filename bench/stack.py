@@ -165,6 +165,22 @@ def interrupt(p: subprocess.Popen[Any] | None, timeout_s: float) -> int | None:
         return p.wait()
 
 
+def linked_copy(model_dir: Path, dst: Path) -> tuple[Path, Any]:
+    """`dst`/<model>: every file and version folder of `model_dir` linked but its config, which
+    comes back parsed (a ModelConfig) for the caller to edit and write there."""
+    from google.protobuf import text_format
+
+    from tensorgate.proto import model_config_pb2 as mc
+    from tensorgate.repository import CONFIG_FILE
+
+    out = dst / model_dir.name
+    out.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.name != CONFIG_FILE:
+            (out / item.name).symlink_to(item.resolve())
+    return out, text_format.Parse((model_dir / CONFIG_FILE).read_text(), mc.ModelConfig())
+
+
 def perf_repository(src: Path, dst: Path) -> Path:
     """A copy of the model repository for perf_analyzer: configs keep only the inputs their ONNX
     graph takes. perf_analyzer 2.41 fills every input a model declares and knows nothing of
@@ -174,16 +190,10 @@ def perf_repository(src: Path, dst: Path) -> Path:
     import onnx
     from google.protobuf import text_format
 
-    from tensorgate.proto import model_config_pb2 as mc
     from tensorgate.repository import CONFIG_FILE, load_spec
 
     for model_dir in sorted(p for p in src.iterdir() if (p / CONFIG_FILE).is_file()):
-        out = dst / model_dir.name
-        out.mkdir(parents=True, exist_ok=True)
-        for item in model_dir.iterdir():
-            if item.name != CONFIG_FILE:
-                (out / item.name).symlink_to(item.resolve())
-        config = text_format.Parse((model_dir / CONFIG_FILE).read_text(), mc.ModelConfig())
+        out, config = linked_copy(model_dir, dst)
         graph = load_spec(model_dir).model_file
         if graph.is_file():
             names = {i.name for i in onnx.load(str(graph), load_external_data=False).graph.input}
@@ -194,6 +204,21 @@ def perf_repository(src: Path, dst: Path) -> Path:
                 config.input.add().CopyFrom(t)
         (out / CONFIG_FILE).write_text(text_format.MessageToString(config))
     return dst
+
+
+def with_parameters(model_dir: Path, dst: Path, parameters: dict[str, str]) -> Path:
+    """A copy of one model's folder under `dst` whose config.pbtxt sets these `parameters` (string
+    values) over its own, to measure a setting without editing the shipped config. Version
+    folders and other files are linked, not copied. Returns the copy's folder."""
+    from google.protobuf import text_format
+
+    from tensorgate.repository import CONFIG_FILE
+
+    out, config = linked_copy(model_dir, dst)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    (out / CONFIG_FILE).write_text(text_format.MessageToString(config))
+    return out
 
 
 @contextmanager

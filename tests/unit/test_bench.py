@@ -169,3 +169,23 @@ def test_model_meta_says_where_a_config_sets_its_own_threads(tmp_path: Path) -> 
         line = run.meta["Model mnist_mlp"]
         assert "max_batch_size 64" in line
         assert (expected in line) if expected else ("ORT threads" not in line)
+
+
+def test_translator_parameters_on_the_command_line() -> None:
+    args = parse_args(["--translator-parameter", "short_lane=priority", "--translator-parameter", "alpha=0.8"])
+    assert dict(args.translator_parameter) == {"short_lane": "priority", "alpha": "0.8"}
+    assert parse_args([]).translator_parameter == []
+    with pytest.raises(SystemExit):
+        parse_args(["--translator-parameter", "short_lane"])
+
+
+def test_with_parameters_sets_them_over_a_copy_of_the_config(tmp_path: Path) -> None:
+    from bench.stack import with_parameters
+    from tensorgate.repository import load_spec
+
+    shipped = Path(__file__).parents[2] / "models" / "mnist_mlp"
+    copy = with_parameters(shipped, tmp_path, {"intra_op_thread_count": "2", "runner": "onnx"})
+    spec, original = load_spec(copy), load_spec(shipped)
+    assert spec.parameters == {**original.parameters, "intra_op_thread_count": "2", "runner": "onnx"}
+    assert (copy / "1").is_symlink() and spec.model_file.resolve() == original.model_file.resolve()
+    assert spec.max_batch_size == original.max_batch_size and "intra_op" not in (shipped / "config.pbtxt").read_text()
