@@ -12,8 +12,7 @@ import asyncio
 import pytest
 
 from services.modelservice.runners.translator import TranslatorModel
-from services.modelservice.runners.translator.translator import OnnxStepModel, Translator
-from tests.unit.translator_shipped import (LONG, MODEL, NEEDS_MODEL, SENTENCES, FaultyModel, infer, settings,
+from tests.unit.translator_shipped import (LONG, NEEDS_MODEL, SENTENCES, faulty_translator, infer, settings,
                                            spec, wait_until)
 from tests.unit.translator_shipped import model, reference  # noqa: F401 (fixtures)
 
@@ -22,10 +21,7 @@ pytestmark = NEEDS_MODEL
 
 def test_a_failing_step_fails_the_running_requests_only(
         reference: dict[int, list[tuple[str, float]]]) -> None:
-    translator = Translator(MODEL / "1", threads=1)
-    assert isinstance(translator.model, OnnxStepModel)
-    faulty = FaultyModel(translator.model)
-    translator.model = faulty
+    translator, faulty = faulty_translator()
     m = TranslatorModel(spec(max_batch_size=1), settings(), translator=translator)
 
     async def scenario() -> None:

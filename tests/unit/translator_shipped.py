@@ -147,6 +147,15 @@ class FaultyModel:
         return self.inner.step(prev, states, context)
 
 
+def faulty_translator() -> tuple[Translator, FaultyModel]:
+    """A translator over the shipped model whose StepModel fails when armed."""
+    translator = Translator(MODEL / "1", threads=1)
+    assert isinstance(translator.model, OnnxStepModel)
+    faulty = FaultyModel(translator.model)
+    translator.model = faulty
+    return translator, faulty
+
+
 def wait_until(condition: object, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]

@@ -19,8 +19,10 @@ max_batch_tokens (the running batch's budget: beam x padded source tokens, summe
 (auto | true | false: decoder inputs stay on the device between steps; auto = with CUDA),
 routing (length | least_loaded), short_share (length routing: the first loop takes this share of
 the shortest sentences, default 0.25; 0 = bands of even work), nice_longer_loops (niceness of
-every loop but the first, default 0), instance_sessions (shared | own); max_batch_size caps the
-running sentences of each loop.
+every loop but the first, default 0), instance_sessions (shared | own), short_lane (off |
+priority: each loop keeps a second running batch for the shortest `short_share` of the
+sentences and steps it first, decode_loop.py); max_batch_size caps the running sentences of each
+loop (and of each lane).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from services.settings import ModelServiceSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_TOKENS = 8192  # e.g. 32 sentences x beam 5 x 51 source tokens
+SHORT_LANES = ("off", "priority")
 QUEUED_BATCHES = 2  # room(): requests (and sentences) waiting or running, in running batches' worth
 WARMUP = ["Guten Morgen.", "Wie spät ist es?"]
 
@@ -122,16 +125,19 @@ class TranslatorModel(ContinuousModel):
         self.nice = int(params.get("nice_longer_loops", "0"))
         self.router = LengthRouter(self.instances, params.get("routing", "length"),
                                    float(params.get("short_share", "0.25")))
+        self.short_lane = params.get("short_lane", "off")
+        if self.short_lane not in SHORT_LANES:
+            raise ValueError(f"short_lane must be one of {', '.join(SHORT_LANES)}, got {self.short_lane!r}")
         queued = QUEUED_BATCHES * self.max_sentences * self.instances
         self.admission = Admission(max_requests=queued, max_sentences=queued)
         self._io_binding_mode = io_binding
         self.decoders = self._start_decoders()
         log.info("translator %s v%s on %s (io binding %s, %d intra-op thread(s)), beam %d, alpha %.2f, "
-                 "%d decode loop(s) (%s sessions, %s routing, short share %g, longer loops nice +%d), "
+                 "%d decode loop(s) (%s sessions, %s routing, short share %g, longer loops nice +%d, short lane %s), "
                  "running batch <= %d sentences and %d tokens each", spec.name, spec.version, self.provider,
                  "on" if self.translator.io_binding else "off", options.intra_op_num_threads,
                  self.beam_size, self.alpha, self.instances,
-                 sessions, self.router.policy, self.router.short_share, self.nice, self.max_sentences,
+                 sessions, self.router.policy, self.router.short_share, self.nice, self.short_lane, self.max_sentences,
                  self.max_tokens)
 
     def _sources(self, inputs: dict[str, np.ndarray], options: Mapping[str, int] | None
@@ -204,7 +210,9 @@ class TranslatorModel(ContinuousModel):
     def _start_decoders(self) -> list[DecodeLoop]:
         return [DecodeLoop(t, t.scheduler(self.alpha, self.max_sentences, self.max_tokens), self.max_output_len,
                            self.admission, name=f"translator-decode-{i}", nice=self.nice if i else 0,
-                           on_step=self._observe_step)
+                           on_step=self._observe_step, short_share=self.router.short_share,
+                           short_lane=t.scheduler(self.alpha, self.max_sentences, self.max_tokens)
+                           if self.short_lane == "priority" else None)
                 for i, t in enumerate(self.translators)]
 
     def _observe_step(self, sentences: int) -> None:
