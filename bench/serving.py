@@ -119,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = Run(meta={"Command": f"`{command.strip()}`", "Date": started.strftime("%Y-%m-%d %H:%M UTC"),
                     "Machine": machine_line(), "Versions": versions_line(), **settings_meta(args, threads)},
               stall_ms=args.stall_ms)
-    parts.model_meta(args, run, threads)
+    images = not (args.skip_ort and args.skip_gateway and args.skip_triton)  # the image models are measured
+    if images:
+        parts.model_meta(args, run, threads)
     if args.section:
         run.section = Path(args.section).read_text()
     steps: list[tuple[str, bool, Callable[[PerfSettings], None]]] = [
@@ -135,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = PerfSettings(find_perf_analyzer(args.perf_analyzer), Path(workdir), args.max_trials,
                                     args.level_timeout, args.stall_ms, args.verbose)
             settings.input_data = {m: perf.input_data(Path(args.model_repository) / m, Path(workdir) / f"{m}-input.json")
-                                   for m in args.models}
+                                   for m in (args.models if images else [])}
             for name, skip, step in steps:
                 if skip:
                     continue
