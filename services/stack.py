@@ -236,25 +236,35 @@ def demo(port: int) -> None:
             drawn = [client.generate(digit, seed=7).images[0, 0] for digit in range(10)]  # (28, 28) each
             print("\ndigit_gan through the gateway, digits 0-9 (seed 7):")
             print(ascii_row(drawn))
-    print(next_steps(port))
+    print(next_steps(port, ready))
 
 
-def next_steps(port: int) -> str:
-    """What a new user can type next, against this stack."""
+def next_steps(port: int, ready: set[str]) -> str:
+    """What a new user can type next, against this stack: only commands for the models it serves."""
     url = "" if port == 8001 else f" --url 127.0.0.1:{port}"
     examples = SAMPLES.parent.parent / "examples"
     kinds = sorted({f.suffix.lower() for f in examples.glob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg")})
     photos = " ".join(f"examples/*{kind}" for kind in kinds) or "samples/mnist/*.png"
-    return "\n".join([
-        "\nwhat to try next (in another shell; `pip install .` or .venv/bin puts `tensorgate` on PATH):",
-        f"  tensorgate classify --json {photos}{url}   # image files, prepared on the server as MNIST was made",
-        f"  tensorgate classify --model mnist_mlp {photos}{url}",
-        f"  tensorgate translate --stream \"Ich habe keine Zeit.\" \"Wo ist der Bahnhof?\"{url}",
-        f"  tensorgate generate 7 --count 16 -o sevens.png{url}",
-        f"  tensorgate models{url}   /   tensorgate stats mnist_cnn{url}",
-        "  make demo                   # both networks side by side, streaming, a digit grid, latency table",
-        f"  python: tensorgate.Client(\"127.0.0.1:{port}\").classify([\"seven.jpg\"])   (README: Calling it)",
-    ])
+    client = f"tensorgate.Client(\"127.0.0.1:{port}\")"
+    lines = ["\nwhat to try next (in another shell; `pip install .` or .venv/bin puts `tensorgate` on PATH):"]
+    if "mnist_cnn" in ready:  # the CLI's default classifier
+        lines.append(f"  tensorgate classify --json {photos}{url}   # image files, prepared on the server as MNIST was made")
+    if "mnist_mlp" in ready:
+        lines.append(f"  tensorgate classify --model mnist_mlp {photos}{url}")
+    if "translator_de_en" in ready:
+        lines.append(f"  tensorgate translate --stream \"Ich habe keine Zeit.\" \"Wo ist der Bahnhof?\"{url}")
+    if "digit_gan" in ready:
+        lines.append(f"  tensorgate generate 7 --count 16 -o sevens.png{url}")
+    classifier: str | None = next((m for m in ("mnist_cnn", "mnist_mlp") if m in ready), None)
+    shown: str = classifier or min(ready, default="")
+    lines.append(f"  tensorgate models{url}" + (f"   /   tensorgate stats {shown}{url}" if shown else ""))
+    if {"mnist_mlp", "mnist_cnn"} <= ready:
+        lines.append("  make demo                   # both networks side by side, streaming, a digit grid, latency table")
+    if classifier:
+        lines.append(f"  python: {client}.classify([\"seven.jpg\"], \"{classifier}\")   (README: Calling it)")
+    elif "translator_de_en" in ready:
+        lines.append(f"  python: {client}.translate([\"Guten Morgen.\"])   (README: Calling it)")
+    return "\n".join(lines)
 
 
 DEMO_SENTENCES = ["Der Hund kam unter dem Tisch hervor.", "Ich habe keine Zeit."]

@@ -111,3 +111,19 @@ def test_the_stacks_processes_reach_its_redis_over_a_unix_socket(tmp_path: Path,
         listener.listen()
         assert urls(stack.build(joining)[0]) == {f"unix://{sock}?db=0"}
 
+
+
+def test_what_to_try_next_names_only_the_models_the_stack_serves() -> None:
+    from services.stack import next_steps
+
+    every = next_steps(8001, {"mnist_mlp", "mnist_cnn", "translator_de_en", "digit_gan"})
+    for command in ("classify --json", "classify --model mnist_mlp", "translate --stream", "generate 7",
+                    "stats mnist_cnn", "make demo", ".classify(["):
+        assert command in every
+    assert "--url" not in every  # the default port needs none
+    translator = next_steps(18001, {"translator_de_en"})
+    assert "translate --stream" in translator and "stats translator_de_en --url 127.0.0.1:18001" in translator
+    assert ".translate([" in translator
+    for absent in ("classify", "generate", "make demo", "mnist"):
+        assert absent not in translator
+    assert "tensorgate models" in next_steps(8001, set()) and "stats" not in next_steps(8001, set())
