@@ -32,7 +32,10 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     name = fields.get("model name") or platform.processor() or "unknown"
     if not {"cpu family", "model"} <= fields.keys():
         return name
-    family, model = int(fields["cpu family"]), int(fields["model"])
+    try:
+        family, model = int(fields["cpu family"]), int(fields["model"])
+    except ValueError:  # not the usual decimal fields: the name alone
+        return name
     core = amd_core(family, model) if "amd" in (fields.get("vendor_id", "") + name).lower() else ""
     return (f"{name} (family {family} model {model}" + (f" stepping {fields['stepping']}" if "stepping" in fields else "")
             + (f", {core}" if core else "") + ")")

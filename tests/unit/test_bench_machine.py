@@ -26,6 +26,7 @@ def test_cpu_model_names_the_generation_of_the_first_cpu() -> None:
     intel = "vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
     assert cpu_model(intel) == "Intel(R) Xeon(R) Platinum 8480+ (family 6 model 143)"
     assert cpu_model("model name\t: Some CPU\n") == "Some CPU"
+    assert cpu_model("cpu family\t: ?\nmodel\t\t: 1\nmodel name\t: Odd CPU\n") == "Odd CPU"
 
 
 def test_amd_core_generations() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from services.modelservice.runners.translator import TranslatorModel
 from services.modelservice.runners.translator.decode_loop import SHORT_BURST, DecodeLoop
-from tests.unit.translator_shipped import (LONG, NEEDS_MODEL, SENTENCES, assert_same, faulty_translator, infer,
+from tests.unit.translator_shipped import (LONG, NEEDS_MODEL, SENTENCES, FaultyModel, assert_same, faulty_translator, infer,
                                            settings, spec, staggered, text, wait_until)
 from tests.unit.translator_shipped import model, reference  # noqa: F401 (fixtures)
 
@@ -64,6 +64,8 @@ def test_the_short_lane_is_off_unless_asked_and_a_wrong_value_is_refused() -> No
         m.close()
     with pytest.raises(ValueError, match="short_lane must be one of off, priority"):
         TranslatorModel(spec(short_lane="first"), settings())
+    with pytest.raises(ValueError, match="short_share > 0"):
+        TranslatorModel(spec(short_lane="priority", short_share="0"), settings())
 
 
 class Busy:
@@ -85,34 +87,98 @@ def test_the_short_lane_goes_first_and_the_other_gets_a_step_every_burst() -> No
     assert loop._next_lane() is other
 
 
-def test_a_cancel_and_a_fault_in_the_short_lane_leave_the_other_lanes_work(
-        reference: dict[int, list[tuple[str, float]]]) -> None:
+def short_lane_model() -> tuple[TranslatorModel, FaultyModel, DecodeLoop]:
+    """A runner with a short lane over a faulty model; its loop sends requests whose first
+    sentence has under 8 tokens to the short lane from the start (no lengths to learn first), so
+    both lanes number their sentences from 0 and a cancel or fault sent to the wrong lane would
+    hit the other lane's work."""
     translator, faulty = faulty_translator()
     m = TranslatorModel(spec(short_lane="priority"), settings(), translator=translator)
     loop = m.decoders[0]
-    assert loop.short is not None
-    short = min(SENTENCES, key=lambda s: len(m.translator.source_ids(s)))
+    loop._lane = lambda sources: 0 if len(sources[0]) < 8 else 1  # type: ignore[method-assign]
+    return m, faulty, loop
+
+
+def expected(sentences: list[str], reference: dict[int, list[tuple[str, float]]]) -> list[str]:
+    return [reference[5][SENTENCES.index(s)][0] for s in sentences]
+
+
+SHORT = "Ja."
+
+
+def test_a_cancel_goes_to_the_requests_own_lane(reference: dict[int, list[tuple[str, float]]]) -> None:
+    m, faulty, loop = short_lane_model()
 
     async def scenario() -> None:
-        await asyncio.to_thread(lengths_seen, m)
+        faulty.open.clear()  # the long lane's first step waits here
         long = asyncio.create_task(infer(m, LONG, 5))
-        await asyncio.to_thread(wait_until, lambda: len(loop.scheduler.running) > 0)
-        cancelled = asyncio.create_task(infer(m, [short] * 3, 5))
-        await asyncio.to_thread(wait_until, lambda: len(loop.short.running) > 0)  # type: ignore[union-attr]
-        cancelled.cancel()
+        await asyncio.to_thread(wait_until, faulty.held.is_set)
+        short = asyncio.create_task(infer(m, [SHORT] * 3, 5))  # its keys 0-2 are the long lane's too
+        await asyncio.sleep(0.05)
+        short.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await cancelled
-        out = await long  # the cancel in the short lane touched nothing of the other
-        assert [t.decode() for t in out["translation"]] == [t for t, _ in
-                                                            [reference[5][SENTENCES.index(s)] for s in LONG]]
+            await short
+        faulty.open.set()
+        out = await asyncio.wait_for(long, 60)  # a cancel sent to the long lane would drop 3 of these
+        assert [t.decode() for t in out["translation"]] == expected(LONG, reference)
         await asyncio.to_thread(wait_until, lambda: not any(lane.busy for lane in loop.lanes))
-        assert m.room() == 2 * m.max_sentences
-        faulty.fail_step.set()  # the next step is the short lane's: its request fails, the loop goes on
+        assert m.room() == 2 * m.max_sentences and loop.short.counters.steps == 0  # type: ignore[union-attr]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        m.close()
+
+
+def test_a_failing_short_lane_step_fails_only_its_own_requests(
+        reference: dict[int, list[tuple[str, float]]]) -> None:
+    m, faulty, loop = short_lane_model()
+
+    async def scenario() -> None:
+        long = asyncio.create_task(infer(m, LONG, 5))  # beam 5: always a multiple of 5 rows
+        await asyncio.to_thread(wait_until, lambda: len(loop.scheduler.running) > 0)
+        # The short lane's second step: one sentence at beam 3 (its first step has 1 row); the long
+        # lane's steps have len(LONG) rows, then multiples of 5.
+        assert len(LONG) != 3
+        faulty.fail_rows = 3
         with pytest.raises(RuntimeError, match="injected step fault"):
-            await infer(m, [short], 5)
-        out = await infer(m, [short, SENTENCES[12]], 5)
-        assert [t.decode() for t in out["translation"]] == [reference[5][SENTENCES.index(short)][0],
-                                                            reference[5][12][0]]
+            await infer(m, [SHORT], 3)
+        assert loop.scheduler.busy  # the long lane still decodes
+        out = await asyncio.wait_for(long, 60)
+        assert [t.decode() for t in out["translation"]] == expected(LONG, reference)
+        out = await infer(m, [SHORT, SENTENCES[12]], 5)  # both lanes go on
+        assert [t.decode() for t in out["translation"]] == expected([SHORT, SENTENCES[12]], reference)
+        assert m.room() == 2 * m.max_sentences
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        m.close()
+
+
+def test_a_loop_error_with_both_lanes_running_fails_both_and_starts_them_afresh(
+        reference: dict[int, list[tuple[str, float]]]) -> None:
+    m, faulty, loop = short_lane_model()
+    short_lane, long_lane = loop.short, loop.scheduler
+    assert short_lane is not None
+
+    def on_step(sentences: int) -> None:  # on the loop's thread, after a step
+        if short_lane.running and long_lane.running and m.on_step is not None:
+            m.on_step = None
+            raise RuntimeError("a bug in the loop")
+
+    async def scenario() -> None:
+        m.on_step = on_step
+        long = asyncio.create_task(infer(m, LONG, 5))
+        await asyncio.to_thread(wait_until, lambda: len(long_lane.running) > 0)
+        short = asyncio.create_task(infer(m, [SHORT] * 2, 16))
+        for task in (long, short):
+            with pytest.raises(RuntimeError, match="a bug in the loop"):
+                await asyncio.wait_for(task, 60)
+        assert loop.short is not short_lane and loop.scheduler is not long_lane  # both lanes afresh
+        out = await infer(m, [SHORT, LONG[0]], 5)
+        assert [t.decode() for t in out["translation"]] == expected([SHORT, LONG[0]], reference)
+        assert m.room() == 2 * m.max_sentences
 
     try:
         asyncio.run(scenario())

@@ -125,12 +125,16 @@ def instances(n: int, parameters: dict[str, str] | None = None) -> ModelSpec:
 
 
 class FaultyModel:
-    """The ONNX StepModel, failing its next step (or encoder call) when armed."""
+    """The ONNX StepModel, failing its next step (or encoder call) when armed, or its next step
+    of exactly `fail_rows` rows; a step waits while `open` is clear (`held` says one waits)."""
 
     def __init__(self, inner: OnnxStepModel) -> None:
         self.inner = inner
         self.bos_id, self.eos_id, self.state_axes = inner.bos_id, inner.eos_id, inner.state_axes
         self.fail_step, self.fail_encode = threading.Event(), threading.Event()
+        self.fail_rows: int | None = None
+        self.open, self.held = threading.Event(), threading.Event()
+        self.open.set()
         self.steps = 0
 
     def encode(self, src: np.ndarray, src_mask: np.ndarray) -> tuple[Arrays, Arrays]:
@@ -141,8 +145,12 @@ class FaultyModel:
 
     def step(self, prev: np.ndarray, states: Arrays, context: Arrays) -> tuple[np.ndarray, Arrays]:
         self.steps += 1
-        if self.fail_step.is_set():
+        if not self.open.is_set():
+            self.held.set()
+            self.open.wait(30)
+        if self.fail_step.is_set() or self.fail_rows == len(prev):
             self.fail_step.clear()
+            self.fail_rows = None
             raise RuntimeError("injected step fault")
         return self.inner.step(prev, states, context)
 

@@ -128,6 +128,9 @@ class TranslatorModel(ContinuousModel):
         self.short_lane = params.get("short_lane", "off")
         if self.short_lane not in SHORT_LANES:
             raise ValueError(f"short_lane must be one of {', '.join(SHORT_LANES)}, got {self.short_lane!r}")
+        if self.short_lane == "priority" and not self.router.short_share:
+            # 0 means bands of even work: the "short" lane would take half the work, first.
+            raise ValueError("short_lane: priority needs short_share > 0 (the share of the sentences it takes)")
         queued = QUEUED_BATCHES * self.max_sentences * self.instances
         self.admission = Admission(max_requests=queued, max_sentences=queued)
         self._io_binding_mode = io_binding
