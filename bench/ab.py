@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.perf import PerfSettings, Target, find_perf_analyzer, input_data, measure
 from bench.results import LoadRow
+from bench.serving import key_value
 from bench.stack import ROOT, log, perf_repository, running_stack
 
 
@@ -33,9 +34,9 @@ def worktree(rev: str, into: Path) -> Path:
     return into
 
 
-def side_env(tree: Path) -> dict[str, str]:
+def side_env(tree: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     site = sysconfig.get_paths()["purelib"]  # this environment's packages, without its .pth files
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), site])}
+    return {**os.environ, **(extra or {}), "PYTHONPATH": os.pathsep.join([str(tree), site])}
 
 
 def by_process(rows: list[LoadRow]) -> str:
@@ -67,8 +68,9 @@ def table(rows: dict[str, list[LoadRow]], levels: list[int], base: str) -> str:
                          f"{', '.join(f'{r.throughput:,.0f}' for r in at)} |")
     lines.append("")
     for c in levels:
-        if ("this checkout", c) in medians and (base, c) in medians:
-            lines.append(f"- c={c}: this checkout ×{medians['this checkout', c] / medians[base, c]:.2f} of {base}")
+        for side in rows:
+            if side != base and (side, c) in medians and (base, c) in medians:
+                lines.append(f"- c={c}: {side} ×{medians[side, c] / medians[base, c]:.2f} of {base}")
     return "\n".join(lines)
 
 
@@ -81,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer measurement window")
     parser.add_argument("--stability", type=float, default=20.0, help="perf_analyzer stability percentage")
     parser.add_argument("--perf-analyzer", help="the perf_analyzer binary (default: beside this Python)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", type=key_value,
+                        help="an environment variable for this checkout's stack only, e.g. "
+                        "TENSORGATE_MODEL_INLINE_BATCH_MAX_US=1000 (with --base HEAD: a setting against its "
+                        "default on the same code); repeat for more")
     args = parser.parse_args(argv)
+    extra = dict(args.env)
     levels = [int(c) for c in args.concurrency.split(",")]
     python = getattr(sys, "_base_executable", sys.executable)
     with tempfile.TemporaryDirectory(prefix="tensorgate-ab-") as tmp_name:
@@ -91,16 +98,18 @@ def main(argv: list[str] | None = None) -> int:
             repo = perf_repository(ROOT / "models", tmp / "repo")
             settings = PerfSettings(find_perf_analyzer(args.perf_analyzer), tmp,
                                     input_data={args.model: input_data(repo / args.model, tmp / "input.json")})
-            sides = [(args.base, base_tree), ("this checkout", ROOT)]
-            rows: dict[str, list[LoadRow]] = {name: [] for name, _ in sides}
+            label = "this checkout" + (f" ({' '.join(f'{k}={v}' for k, v in extra.items())})" if extra else "")
+            sides = [(args.base, base_tree, {}), (label, ROOT, extra)]
+            rows: dict[str, list[LoadRow]] = {name: [] for name, _, _ in sides}
             for turn in range(args.rounds):
-                for name, tree in (sides if turn % 2 == 0 else sides[::-1]):
+                for name, tree, env in (sides if turn % 2 == 0 else sides[::-1]):
                     log(f"round {turn + 1}/{args.rounds}: {name}")
-                    with running_stack([args.model], repo, 120.0, side_env(tree), tree, python) as stack:
+                    with running_stack([args.model], repo, 120.0, side_env(tree, env), tree, python) as stack:
                         target = Target(name, stack.url, stack.processes(), args.window_ms, args.stability)
                         rows[name] += [r for r in measure(target, args.model, levels, settings) if isinstance(r, LoadRow)]
             print(f"\n{args.model}, gateway unary, {args.rounds} alternating rounds, "
-                  f"`python -m bench.ab --base {args.base} --concurrency {args.concurrency} --rounds {args.rounds}`:\n")
+                  f"`python -m bench.ab --base {args.base} --concurrency {args.concurrency} --rounds {args.rounds}"
+                  + "".join(f" --env {k}={v}" for k, v in extra.items()) + "`:\n")
             print(table(rows, levels, args.base))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, capture_output=True)

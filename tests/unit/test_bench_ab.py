@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench.ab import by_process, side_env, table
@@ -37,3 +38,23 @@ def test_each_process_gets_its_median_cpu_per_request() -> None:
 def test_each_side_imports_its_own_tree_first(tmp_path: Path) -> None:
     path = side_env(tmp_path)["PYTHONPATH"].split(":")
     assert path[0] == str(tmp_path) and path[1].endswith("site-packages")
+
+
+def test_a_setting_against_its_default_on_the_same_code(tmp_path: Path) -> None:
+    env = side_env(tmp_path, {"TENSORGATE_MODEL_INLINE_BATCH_MAX_US": "1000"})
+    assert env["TENSORGATE_MODEL_INLINE_BATCH_MAX_US"] == "1000"
+    assert env["PYTHONPATH"].split(":")[0] == str(tmp_path)  # an --env cannot move the side off its tree
+    base = side_env(tmp_path)  # the other side: only what this shell has
+    assert base.get("TENSORGATE_MODEL_INLINE_BATCH_MAX_US") == os.environ.get("TENSORGATE_MODEL_INLINE_BATCH_MAX_US")
+    mine = "this checkout (TENSORGATE_MODEL_INLINE_BATCH_MAX_US=1000)"
+    rows = {"HEAD": [row("HEAD", 16, t) for t in (1000, 1100, 900)], mine: [row(mine, 16, t) for t in (1500, 1400)]}
+    assert f"- c=16: {mine} ×1.45 of HEAD" in table(rows, [16], "HEAD")
+
+
+def test_env_takes_key_value_pairs() -> None:
+    import pytest
+
+    from bench.ab import main
+
+    with pytest.raises(SystemExit):
+        main(["--base", "HEAD", "--env", "NO_EQUALS_SIGN"])
