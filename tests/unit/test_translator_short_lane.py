@@ -31,12 +31,16 @@ def test_the_short_lane_gives_the_batch_search_translations(
         m.warmup()
         loop = m.decoders[0]
         assert loop.short is not None and len(loop.lanes) == 2
+        assert loop.short.counters.steps > 0 and loop.scheduler.counters.steps > 0  # the warm-up ran both lanes
+        with pytest.raises(ValueError, match="lane 2 outside 0..1"):
+            m.run(text("Ja."), ["translation"], decoder=loop, lane=2)
         lengths_seen(m)
+        warm = loop.short.counters.steps
         for seed in (3, 4):
             got = asyncio.run(staggered(m, [5, 1], seed=seed))
             for beam in (5, 1):
                 assert_same(got[beam], reference[beam])
-        assert loop.short.counters.steps > 0 and loop.scheduler.counters.steps > 0  # both lanes worked
+        assert loop.short.counters.steps > warm and loop.scheduler.counters.steps > 0  # both lanes worked
         assert m.room() == 2 * m.max_sentences  # every request given back
     finally:
         m.close()

@@ -78,9 +78,14 @@ class DecodeLoop:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, sources: list[list[int]], beam: int, on_done: Callable[[Request], None]) -> Request:
-        """Sentences as source ids (Translator.source_ids) -> the request, queued here."""
-        request = Request(len(sources), beam, on_done, beam * sum(map(len, sources)), self._lane(sources))
+    def submit(self, sources: list[list[int]], beam: int, on_done: Callable[[Request], None],
+               lane: int | None = None) -> Request:
+        """Sentences as source ids (Translator.source_ids) -> the request, queued here (in `lane`,
+        an index into `lanes`, when given: the warm-up's, which every lane must see)."""
+        lane = self._lane(sources) if lane is None else lane
+        if not 0 <= lane < len(self.lanes):
+            raise ValueError(f"lane {lane} outside 0..{len(self.lanes) - 1}")
+        request = Request(len(sources), beam, on_done, beam * sum(map(len, sources)), lane)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the translator is closed")

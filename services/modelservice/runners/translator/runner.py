@@ -196,15 +196,15 @@ class TranslatorModel(ContinuousModel):
             await future
 
     def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
-            options: Mapping[str, int] | None = None, decoder: DecodeLoop | None = None
-            ) -> dict[str, np.ndarray]:
+            options: Mapping[str, int] | None = None, decoder: DecodeLoop | None = None,
+            lane: int | None = None) -> dict[str, np.ndarray]:
         """Blocking, from any thread but a decode loop's: the request shares a running batch
-        (`decoder`'s, else the one the router picks)."""
+        (`decoder`'s, else the one the router picks; `lane`: which of its lanes, else by length)."""
         sources, beam = self._sources(inputs, options)
         if not sources:
             return Request(0, beam, lambda r: None).outputs()
         done = threading.Event()
-        request = (decoder or self._route(sources)).submit(sources, beam, lambda r: done.set())
+        request = (decoder or self._route(sources)).submit(sources, beam, lambda r: done.set(), lane)
         done.wait()
         if request.error is not None:
             raise request.error
@@ -223,16 +223,18 @@ class TranslatorModel(ContinuousModel):
             self.on_step(sentences)
 
     def warmup(self) -> None:
-        """Translate two sentences on every loop. With io_binding auto, the device path must
+        """Translate two sentences on every loop, in each of its lanes (the short lane's rows are
+        their own, on the device with io binding). With io_binding auto, the device path must
         also give the host path's translations; if it fails or differs, the decoder inputs go
         through the host from now on (slower on a GPU, never wrong)."""
         inputs = {"text": np.array([s.encode() for s in WARMUP], dtype=object)}
         checked = self.translator.io_binding and self._io_binding_mode == "auto"
         try:
             for decoder in self.decoders:
-                out = self.run(inputs, ["translation", "score"], decoder=decoder)
-                if checked and [t.decode() for t in out["translation"]] != self._host_translations(WARMUP):
-                    raise RuntimeError("io binding translations differ from the host path's")
+                for lane in range(len(decoder.lanes)):
+                    out = self.run(inputs, ["translation", "score"], decoder=decoder, lane=lane)
+                    if checked and [t.decode() for t in out["translation"]] != self._host_translations(WARMUP):
+                        raise RuntimeError("io binding translations differ from the host path's")
         except Exception:
             if not checked:
                 raise
@@ -243,7 +245,8 @@ class TranslatorModel(ContinuousModel):
                 translator.io_binding = False
             self.decoders = self._start_decoders()
             for decoder in self.decoders:
-                self.run(inputs, ["translation", "score"], decoder=decoder)
+                for lane in range(len(decoder.lanes)):
+                    self.run(inputs, ["translation", "score"], decoder=decoder, lane=lane)
 
     def _host_translations(self, sentences: Sequence[str]) -> list[str]:
         scheduler = Scheduler(HostRows(self.translator.model), self.translator.model.bos_id,
