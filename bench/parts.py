@@ -159,15 +159,26 @@ def profile_translator(args: argparse.Namespace, group: perf.ProcessGroup) -> st
 
 
 def translator_part(args: argparse.Namespace, run: Run) -> None:
-    limit = args.translator_sentences or (128 if args.quick else None)
-    pairs = translator.test_pairs(Path(args.data_dir), limit)
     overrides = dict(args.translator_parameter)
     with tempfile.TemporaryDirectory(prefix="tensorgate-translator-") as copy:
         repository = Path(args.model_repository)
         if overrides:  # every path reads the same copy: a setting may change the in-process search too
             repository = Path(copy)
-            with_parameters(Path(args.model_repository) / TRANSLATOR, repository, overrides)
+            check_parameters(with_parameters(Path(args.model_repository) / TRANSLATOR, repository, overrides))
+        limit = args.translator_sentences or (128 if args.quick else None)
+        pairs = translator.test_pairs(Path(args.data_dir), limit)
         translator_runs(args, run, pairs, repository, overrides)
+
+
+def check_parameters(model_dir: Path) -> None:
+    """Refuse, before any run, a parameter the model service would refuse to load."""
+    from services.modelservice.runners import unknown_parameters
+    from tensorgate.repository import load_spec
+
+    unknown = unknown_parameters(load_spec(model_dir))
+    if unknown:
+        raise SystemExit(f"--translator-parameter: {', '.join(unknown)} is not a parameter the runner of "
+                         f"{model_dir.name} reads (its docstring lists them)")
 
 
 def translator_runs(args: argparse.Namespace, run: Run, pairs: list[tuple[str, str]], repository: Path,

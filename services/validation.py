@@ -30,6 +30,16 @@ class ValidRequest:
 INT_OPTIONS = ("beam_size",)
 
 
+def config_parameters(spec: ModelSpec) -> frozenset[str]:
+    """The config `parameters` this module reads for this model: the request options' defaults
+    and bounds, `allow_non_finite`, and per input `<input>_range`, `_max_bytes`, `_utf8` and
+    `_nonempty` (each documented where it is read, below)."""
+    keys = {"allow_non_finite", *INT_OPTIONS, *(f"max_{key}" for key in INT_OPTIONS)}
+    for tensor in spec.inputs:
+        keys.update(f"{tensor.name}_{suffix}" for suffix in ("range", "max_bytes", "utf8", "nonempty"))
+    return frozenset(keys)
+
+
 def _options(spec: ModelSpec, request: pb.ModelInferRequest) -> tuple[tuple[str, int], ...]:
     options = []
     for key in INT_OPTIONS:

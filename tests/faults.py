@@ -31,6 +31,8 @@ class PoisonOnNegative(OnnxModel):
 class SlowModel(OnnxModel):
     """Every model call takes at least the config parameter `slow_ms` (a slow or overloaded model)."""
 
+    PARAMETERS = OnnxModel.PARAMETERS | {"slow_ms"}
+
     def run(self, inputs: dict[str, np.ndarray], outputs: Sequence[str],
             options: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         time.sleep(float(self.spec.parameters.get("slow_ms", "300")) / 1000)

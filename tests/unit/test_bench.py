@@ -189,3 +189,16 @@ def test_with_parameters_sets_them_over_a_copy_of_the_config(tmp_path: Path) -> 
     assert spec.parameters == {**original.parameters, "intra_op_thread_count": "2", "runner": "onnx"}
     assert (copy / "1").is_symlink() and spec.model_file.resolve() == original.model_file.resolve()
     assert spec.max_batch_size == original.max_batch_size and "intra_op" not in (shipped / "config.pbtxt").read_text()
+
+
+def test_a_translator_parameter_its_runner_does_not_read_is_refused_before_any_run(tmp_path: Path) -> None:
+    from bench import parts
+    from bench.results import Run
+
+    args = parse_args(["--translator-parameter", "short_lanes=priority", "--data-dir", str(tmp_path / "no-data")])
+    with pytest.raises(SystemExit, match="short_lanes is not a parameter the runner of translator_de_en reads"):
+        parts.translator_part(args, Run(meta={}, stall_ms=250.0))  # refused before the test data is read
+    from bench.stack import with_parameters
+
+    shipped = Path(__file__).parents[2] / "models" / "translator_de_en"
+    parts.check_parameters(with_parameters(shipped, tmp_path / "copy", {"short_lane": "priority"}))  # no error

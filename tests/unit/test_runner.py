@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from services.modelservice.runners import load_model
+from services.modelservice.runners import load_model, unknown_parameters
 from services.modelservice.runners.base import (
     CPU,
     CUDA,
@@ -138,3 +139,30 @@ def test_a_config_may_name_a_runner_class_by_its_path(tmp_path: Path) -> None:
     config.write_text(base + 'parameters { key: "runner" value: { string_value: "pathlib:Path" } }\n')
     with pytest.raises(ValueError, match="is not a Model subclass"):
         load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
+
+
+def test_a_config_parameter_nothing_reads_is_refused_by_name(tmp_path: Path) -> None:
+    make_tiny_repository(tmp_path, "m")
+    config = tmp_path / "m" / "config.pbtxt"
+    base = config.read_text()
+    # Triton's key is intra_op_thread_count; a near miss would otherwise run with the default.
+    config.write_text(base + 'parameters { key: "intra_op_threads" value: { string_value: "2" } }\n')
+    with pytest.raises(ValueError, match=r"parameter\(s\) intra_op_threads not read by runner 'onnx' .*"
+                                         r"known: .*image_range.*intra_op_thread_count"):
+        load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
+    # What validation reads for this model's inputs, and a custom runner's own, are accepted.
+    config.write_text(base + 'parameters { key: "image_range" value: { string_value: "0..1" } }\n'
+                      'parameters { key: "runner" value: { string_value: "tests.faults:SlowModel" } }\n'
+                      'parameters { key: "slow_ms" value: { string_value: "1" } }\n')
+    assert type(load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))).__name__ == "SlowModel"
+
+
+def test_every_shipped_config_sets_only_parameters_its_runner_reads() -> None:
+    """The translator's settings are many; a misspelt one (short_lane) is named, not ignored."""
+    repository = Path(__file__).resolve().parents[2] / "models"
+    specs = [load_spec(d) for d in sorted(repository.iterdir()) if (d / "config.pbtxt").is_file()]
+    assert {s.name for s in specs} >= {"mnist_mlp", "mnist_cnn", "digit_gan", "translator_de_en"}
+    assert {s.name: unknown_parameters(s) for s in specs} == {s.name: [] for s in specs}
+    translator = next(s for s in specs if s.name == "translator_de_en")
+    typo = dataclasses.replace(translator, parameters={**translator.parameters, "short_lanes": "priority"})
+    assert unknown_parameters(typo) == ["short_lanes"]

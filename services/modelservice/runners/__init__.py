@@ -14,6 +14,7 @@ from typing import Any
 from services.modelservice.runners.base import ContinuousModel, Model
 from tensorgate.repository import ModelSpec
 from services.settings import ModelServiceSettings
+from services.validation import config_parameters
 
 RUNNERS: dict[str, str] = {
     "onnx": "services.modelservice.runners.onnx:OnnxModel",
@@ -22,7 +23,8 @@ RUNNERS: dict[str, str] = {
 }
 
 
-def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
+def runner_class(spec: ModelSpec) -> type[Model]:
+    """The runner class the config's `runner` names (its module imported now)."""
     runner = spec.parameters.get("runner", "onnx")
     target = RUNNERS.get(runner) or (runner if ":" in runner else None)
     if target is None:
@@ -31,9 +33,28 @@ def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
     cls = getattr(importlib.import_module(module), cls_name)
     if not (isinstance(cls, type) and issubclass(cls, Model)):
         raise ValueError(f"model '{spec.name}': runner '{runner}' is not a Model subclass")
+    return cls
+
+
+def unknown_parameters(spec: ModelSpec) -> list[str]:
+    """Config `parameters` that neither the model's runner nor request validation reads."""
+    known = runner_class(spec).PARAMETERS | config_parameters(spec)
+    return sorted(set(spec.parameters) - known)
+
+
+def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
+    """The config's runner, built for this version; ValueError for a config it cannot serve,
+    including a parameter nothing reads (a typo would otherwise be a setting silently ignored)."""
+    cls = runner_class(spec)
+    unknown = unknown_parameters(spec)
+    if unknown:
+        known = sorted(cls.PARAMETERS | config_parameters(spec))
+        raise ValueError(f"model '{spec.name}': config parameter(s) {', '.join(unknown)} not read by runner "
+                         f"'{spec.parameters.get('runner', 'onnx')}' or by request validation "
+                         f"(known: {', '.join(known)})")
     runner_cls: Any = cls  # every runner takes (spec, settings); Model itself declares no __init__
     model: Model = runner_cls(spec, settings)
     return model
 
 
-__all__ = ["RUNNERS", "ContinuousModel", "Model", "load_model"]
+__all__ = ["RUNNERS", "ContinuousModel", "Model", "load_model", "runner_class", "unknown_parameters"]

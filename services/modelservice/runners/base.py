@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
+from typing import ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -111,6 +112,10 @@ class Model:
     """A batch runner: the worker forms batches and calls `run` for each in an executor thread."""
 
     provider: str = CPU
+    # The config `parameters` this runner reads (request validation's are added by
+    # runners.unknown_parameters); a config that sets any other is refused at load, so a typo
+    # is an error rather than a setting silently ignored.
+    PARAMETERS: ClassVar[frozenset[str]] = frozenset({"runner", *THREAD_PARAMETERS})
 
     def prepare(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One request's validated inputs -> the inputs the graph takes (e.g. encoded images

@@ -75,6 +75,11 @@ def _set_if_pending(future: asyncio.Future[None]) -> None:
 
 
 class TranslatorModel(ContinuousModel):
+    PARAMETERS = ContinuousModel.PARAMETERS | {
+        "beam_size", "max_beam_size", "alpha", "max_output_len", "max_input_tokens", "max_batch_tokens",
+        "io_binding", "fold_input_projection", "decoder_precision", "instance_sessions", "routing",
+        "short_share", "nice_longer_loops", "short_lane"}
+
     def __init__(self, spec: ModelSpec, settings: ModelServiceSettings,
                  translator: Translator | None = None) -> None:
         """`translator` replaces the one built from the model folder (tests inject faults);
