@@ -32,11 +32,12 @@ INT_OPTIONS = ("beam_size",)
 
 def config_parameters(spec: ModelSpec) -> frozenset[str]:
     """The config `parameters` this module reads for this model: the request options' defaults
-    and bounds, `allow_non_finite`, and per input `<input>_range`, `_max_bytes`, `_utf8` and
-    `_nonempty` (each documented where it is read, below)."""
+    and bounds, `allow_non_finite`, `<input>_range` per numeric input and `<input>_max_bytes`,
+    `_utf8` and `_nonempty` per BYTES input (each documented where it is read, below)."""
     keys = {"allow_non_finite", *INT_OPTIONS, *(f"max_{key}" for key in INT_OPTIONS)}
     for tensor in spec.inputs:
-        keys.update(f"{tensor.name}_{suffix}" for suffix in ("range", "max_bytes", "utf8", "nonempty"))
+        suffixes = ("max_bytes", "utf8", "nonempty") if tensor.datatype == "BYTES" else ("range",)
+        keys.update(f"{tensor.name}_{suffix}" for suffix in suffixes)
     return frozenset(keys)
 
 

@@ -150,6 +150,10 @@ def test_a_config_parameter_nothing_reads_is_refused_by_name(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"parameter\(s\) intra_op_threads not read by runner 'onnx' .*"
                                          r"known: .*image_range.*intra_op_thread_count"):
         load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
+    # A text rule on an FP32 input would be ignored by validation: refused too.
+    config.write_text(base + 'parameters { key: "image_utf8" value: { string_value: "true" } }\n')
+    with pytest.raises(ValueError, match=r"parameter\(s\) image_utf8 not read"):
+        load_model(load_spec(tmp_path / "m"), ModelServiceSettings(device="cpu"))
     # What validation reads for this model's inputs, and a custom runner's own, are accepted.
     config.write_text(base + 'parameters { key: "image_range" value: { string_value: "0..1" } }\n'
                       'parameters { key: "runner" value: { string_value: "tests.faults:SlowModel" } }\n'
