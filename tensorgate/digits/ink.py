@@ -8,8 +8,6 @@ digit's largest stroke) are dropped.
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 from tensorgate.digits.errors import NoInk
@@ -80,31 +78,44 @@ def _components(mask: np.ndarray, side: int = 160) -> tuple[np.ndarray, np.ndarr
 
 
 def _label(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8-connected components by breadth-first search: labels (H, W) and areas (n,)."""
+    """8-connected components: labels (H, W) and areas (n,), numbered in the order their first
+    pixel comes in row-major order. Works on runs of ink along the rows: two runs in adjacent
+    rows touch (8-connected) when each starts at most one pixel after the other ends, and runs
+    that touch are merged (union-find); only the runs go through Python, not the pixels."""
     h, w = mask.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 just after it ends
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive, in the same (row-major) order
     labels = np.zeros((h, w), dtype=np.int32)
-    flat_mask, flat = mask.reshape(-1), labels.reshape(-1)
-    areas: list[int] = []
-    for start in np.flatnonzero(flat_mask):
-        if flat[start]:
-            continue
-        label = len(areas) + 1
-        flat[start] = label
-        queue, area = deque([int(start)]), 0
-        while queue:
-            i = queue.popleft()
-            area += 1
-            y, x = divmod(i, w)
-            for dy in (-1, 0, 1):
-                ny = y + dy
-                if ny < 0 or ny >= h:
-                    continue
-                for dx in (-1, 0, 1):
-                    nx = x + dx
-                    if 0 <= nx < w:
-                        j = ny * w + nx
-                        if flat_mask[j] and not flat[j]:
-                            flat[j] = label
-                            queue.append(j)
-        areas.append(area)
-    return labels, np.asarray(areas, dtype=np.int64)
+    if not len(starts):
+        return labels, np.zeros(0, dtype=np.int64)
+    parent = list(range(len(starts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(h + 1)).tolist()  # each row's first run
+    s, e = starts.tolist(), ends.tolist()
+    for y in range(h - 1):
+        i, j = first[y], first[y + 1]
+        while i < first[y + 1] and j < first[y + 2]:
+            if s[j] <= e[i] and s[i] <= e[j]:
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            if e[i] < e[j]:
+                i += 1
+            else:
+                j += 1
+    # A component's first pixel starts its lowest run: number the components in that order.
+    numbers: dict[int, int] = {}
+    run_labels = np.array([numbers.setdefault(root(i), len(numbers) + 1) for i in range(len(s))], dtype=np.int32)
+    lengths = ends - starts
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    labels.reshape(-1)[np.repeat(rows * w + starts, lengths) + offsets] = np.repeat(run_labels, lengths)
+    return labels, np.bincount(run_labels, weights=lengths, minlength=len(numbers) + 1)[1:].astype(np.int64)

@@ -8,8 +8,6 @@ grey-level opening wider than any pen stroke (what is wide is paper, what is thi
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 from PIL import Image
 
@@ -54,7 +52,7 @@ def _ink_is_dark(gray: np.ndarray) -> bool:
     against it, ink stands out far on one side, pixel noise a little on both, and lighting
     and shadows, being wide, hardly at all. The longer tail is the ink's."""
     pixels, k = _coarse(gray)
-    residual = pixels - _rank_filter(pixels, k, np.median)  # separable: close to a k x k median
+    residual = pixels - _rank_filter(pixels, k, "median")  # separable: close to a k x k median
     low, high = np.percentile(residual, [0.5, 99.5])
     return bool(-low > high)
 
@@ -69,14 +67,38 @@ def _coarse(x: np.ndarray, side: int = 128) -> tuple[np.ndarray, int]:
     return np.asarray(small, dtype=np.float32), max(3, round(max(small.size) / 5)) | 1
 
 
-def _rank_filter(x: np.ndarray, k: int, rank: Callable[..., np.ndarray]) -> np.ndarray:
-    """`rank` (np.min, np.max, np.median) over k-wide windows along each axis in turn, edges
-    repeated: exact for min and max over a k x k square, k times cheaper than Pillow's rank filters."""
+def _rank_filter(x: np.ndarray, k: int, rank: str) -> np.ndarray:
+    """The "min", "max" or "median" over k-wide windows (k odd) along each axis in turn, edges
+    repeated: exact for min and max over a k x k square, k times cheaper than Pillow's rank
+    filters. The median is the middle of a partition, min and max are van Herk's running extremes
+    (a few passes, whatever k); each is exactly what np.median, np.min or np.max of the window
+    gives."""
     r = k // 2
     for axis in (0, 1):
         padded = np.pad(x, [(r, r) if a == axis else (0, 0) for a in range(2)], mode="edge")
-        x = rank(np.lib.stride_tricks.sliding_window_view(padded, k, axis=axis), axis=-1)
+        if rank == "median":
+            windows = np.lib.stride_tricks.sliding_window_view(padded, k, axis=axis)
+            x = np.partition(windows, r, axis=-1)[..., r]
+        else:
+            x = _running_extreme(padded, k, axis, np.minimum if rank == "min" else np.maximum)
     return x.astype(np.float32)
+
+
+def _running_extreme(padded: np.ndarray, k: int, axis: int, op: np.ufunc) -> np.ndarray:
+    """op (np.minimum or np.maximum) over every k-wide window along `axis` of `padded`: n - k + 1
+    values from n. The axis is cut into blocks of k; a window ends in one block and starts in the
+    one before, so it is op(suffix of that block, prefix of the next), from running op's."""
+    a = np.moveaxis(padded, axis, -1)
+    n = a.shape[-1]
+    blocks = -(-n // k)
+    fill = np.inf if op is np.minimum else -np.inf
+    tiled = np.full((*a.shape[:-1], blocks * k), fill, dtype=a.dtype)
+    tiled[..., :n] = a
+    tiled = tiled.reshape(*a.shape[:-1], blocks, k)
+    prefix = op.accumulate(tiled, axis=-1).reshape(*a.shape[:-1], blocks * k)
+    suffix = op.accumulate(tiled[..., ::-1], axis=-1)[..., ::-1].reshape(*a.shape[:-1], blocks * k)
+    out = op(suffix[..., :n - k + 1], prefix[..., k - 1:n])
+    return np.moveaxis(out, -1, axis)
 
 
 def _background(signal: np.ndarray) -> np.ndarray:
@@ -85,7 +107,7 @@ def _background(signal: np.ndarray) -> np.ndarray:
     gradient, vignetting and shadows; computed on the coarse picture, smoothed, scaled back."""
     h, w = signal.shape
     pixels, k = _coarse(signal)
-    opened = _rank_filter(_rank_filter(pixels, k, np.min), k, np.max)
+    opened = _rank_filter(_rank_filter(pixels, k, "min"), k, "max")
     smooth = Image.fromarray(_box_blur(opened, k // 2))
     return np.asarray(smooth.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
