@@ -171,14 +171,14 @@ def translator_part(args: argparse.Namespace, run: Run) -> None:
 
 
 def check_parameters(model_dir: Path) -> None:
-    """Refuse, before any run, a parameter the model service would refuse to load."""
-    from services.modelservice.runners import unknown_parameters
+    """Refuse, before any run, a config the model service would refuse to load."""
+    from services.modelservice.runners import check_parameters as refused
     from tensorgate.repository import load_spec
 
-    unknown = unknown_parameters(load_spec(model_dir))
-    if unknown:
-        raise SystemExit(f"--translator-parameter: {', '.join(unknown)} is not a parameter the runner of "
-                         f"{model_dir.name} reads (its docstring lists them)")
+    try:
+        refused(load_spec(model_dir))
+    except ValueError as err:  # a parameter nothing reads, or runner=... naming no runner
+        raise SystemExit(f"--translator-parameter: {err}") from None
 
 
 def translator_runs(args: argparse.Namespace, run: Run, pairs: list[tuple[str, str]], repository: Path,

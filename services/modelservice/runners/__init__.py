@@ -42,19 +42,25 @@ def unknown_parameters(spec: ModelSpec) -> list[str]:
     return sorted(set(spec.parameters) - known)
 
 
-def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
-    """The config's runner, built for this version; ValueError for a config it cannot serve,
-    including a parameter nothing reads (a typo would otherwise be a setting silently ignored)."""
-    cls = runner_class(spec)
+def check_parameters(spec: ModelSpec) -> None:
+    """ValueError naming every config parameter that neither the runner nor request validation
+    reads, and the ones they do (a typo would otherwise be a setting silently ignored)."""
     unknown = unknown_parameters(spec)
     if unknown:
-        known = sorted(cls.PARAMETERS | config_parameters(spec))
+        known = sorted(runner_class(spec).PARAMETERS | config_parameters(spec))
         raise ValueError(f"model '{spec.name}': config parameter(s) {', '.join(unknown)} not read by runner "
                          f"'{spec.parameters.get('runner', 'onnx')}' or by request validation "
                          f"(known: {', '.join(known)})")
+
+
+def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
+    """The config's runner, built for this version; ValueError for a config it cannot serve."""
+    cls = runner_class(spec)
+    check_parameters(spec)
     runner_cls: Any = cls  # every runner takes (spec, settings); Model itself declares no __init__
     model: Model = runner_cls(spec, settings)
     return model
 
 
-__all__ = ["RUNNERS", "ContinuousModel", "Model", "load_model", "runner_class", "unknown_parameters"]
+__all__ = ["RUNNERS", "ContinuousModel", "Model", "check_parameters", "load_model", "runner_class",
+           "unknown_parameters"]
