@@ -114,6 +114,9 @@ class ModelVersions:
         state = VersionState(READY) if self.accepting else VersionState(UNAVAILABLE, "unloading")
         versions = {v: state for v in current}
         for v, other in self.states.items():
+            if v in versions and other.state == UNAVAILABLE and state.state == READY:
+                # It serves, on the config it loaded with: a reload of a new config failed.
+                versions[v] = VersionState(READY, f"serving its previous config; the new one {other.reason}")
             versions.setdefault(v, other)
         return Announcement(versions, {v: lv.config_bytes for v, lv in current.items()})
 
@@ -156,6 +159,10 @@ class ModelVersions:
                     self.states[version] = VersionState(UNAVAILABLE, f"failed to load: {type(err).__name__}: {err}")
                     failure = failure or err
             new = {v: loaded.get(v) or current[v] for v in wanted if v in loaded or v in current}
+            if failure is not None:
+                # A version the policy drops for one that failed (latest 1: version 2 broken)
+                # keeps serving until its replacement loads: never from serving to nothing.
+                new = {**{v: lv for v, lv in current.items() if v not in new}, **new}
             for v in list(self.states):
                 if v not in wanted:
                     self.states.pop(v)

@@ -81,8 +81,10 @@ class ModelView:
         """The version's state across replicas: READY if a ready replica serves it, else LOADING if
         one is loading it, else UNAVAILABLE with the replicas' reason."""
         states = [r.versions[version] for r in self.replicas if version in r.versions]
-        if any(r.ready and r.versions.get(version) == VersionState(READY) for r in self.replicas):
-            return VersionState(READY)
+        serving = [r.versions[version] for r in self.replicas
+                   if r.ready and version in r.versions and r.versions[version].state == READY]
+        if serving:  # a reason here says what a replica kept (its previous config, a reload having failed)
+            return VersionState(READY, "; ".join(sorted({s.reason for s in serving if s.reason})))
         if any(s.state == LOADING for s in states):
             return VersionState(LOADING, "loading on a replica")
         if any(s.state == READY for s in states):

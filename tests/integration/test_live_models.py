@@ -217,6 +217,22 @@ def test_a_new_version_under_load_fails_no_request_and_later_ones_get_it(tmp_pat
         assert any('version="2"' in k for k in samples) and any('version="1"' in k for k in samples)
 
 
+def test_a_broken_new_version_leaves_the_served_one_serving_and_says_why(tmp_path: Path) -> None:
+    with live(tmp_path) as stack:
+        make_tiny_repository(stack.repo, "keep")  # latest 1: version 2 would replace version 1
+        stack.start_service("keep", repository_poll_s="0.2")
+        wait_until(lambda: stack.served("keep"), what="served")
+        (stack.repo / "keep" / "2").mkdir()
+        (stack.repo / "keep" / "2" / "model.onnx").write_bytes(b"not an ONNX graph")
+        wait_until(lambda: stack.index().get(("keep", "2"), ("", ""))[0] == "UNAVAILABLE",
+                   what="the failed version in the gateway's index")
+        state, reason = stack.index()[("keep", "2")]
+        assert "failed to load" in reason and "INVALID_PROTOBUF" in reason
+        assert stack.index()[("keep", "1")] == ("READY", "")
+        for _ in range(5):  # still served, by version 1
+            assert stack.stub.ModelInfer(request("keep"), timeout=5).model_version == "1"
+
+
 def test_load_and_unload_through_the_gateway_reach_every_replica(tmp_path: Path) -> None:
     with live(tmp_path) as stack:
         make_tiny_repository(stack.repo, "managed")

@@ -103,3 +103,46 @@ def test_a_retired_version_closes_only_once_its_admitted_requests_are_answered(t
         return seen
 
     assert asyncio.run(main()) == [False, False, True]
+
+
+def test_a_version_that_fails_to_load_leaves_the_served_one_serving(tmp_path: Path) -> None:
+    """latest 1: a broken version 2 does not retire version 1; a config typo (the config is the
+    versions' shared file) leaves version 1 on its old config. Each failure is announced."""
+    import asyncio
+
+    from services.modelservice.versions import ModelVersions
+    from services.settings import ModelServiceSettings
+
+    make_tiny_repository(tmp_path, "m")
+    config = tmp_path / "m" / "config.pbtxt"
+    original = config.read_text()
+
+    async def main() -> None:
+        versions = ModelVersions(ModelServiceSettings(name="m", model_repository=tmp_path, device="cpu",
+                                                      intra_op_threads=1))
+        versions.load_initial()
+        (tmp_path / "m" / "2").mkdir()
+        (tmp_path / "m" / "2" / "model.onnx").write_bytes(b"not an onnx graph")
+        with pytest.raises(Exception):
+            await versions.sync()
+        assert list(versions.current) == ["1"] and versions.default is versions.current["1"]
+        assert versions.announcement().versions["2"].state == UNAVAILABLE
+        (tmp_path / "m" / "2" / "model.onnx").unlink()
+        (tmp_path / "m" / "2").rmdir()
+        config.write_text(original + 'parameters { key: "intra_op_threads" value: { string_value: "2" } }\n')
+        with pytest.raises(ValueError, match="intra_op_threads"):
+            await versions.sync()
+        assert list(versions.current) == ["1"] and "intra_op_threads" not in versions.current["1"].spec.parameters
+        kept = versions.announcement().versions["1"]  # ready, and saying why its config is the old one
+        assert kept.state == READY and "previous config" in kept.reason and "intra_op_threads" in kept.reason
+        for lv in versions.current.values():
+            lv.close()
+
+    asyncio.run(main())
+
+
+def test_a_ready_version_with_a_reason_is_still_ready_and_shows_it() -> None:
+    kept = VersionState(READY, "serving its previous config; the new one failed to load: ValueError: x")
+    view = ModelView("m", (ReplicaView("a", True, {"1": kept}), ReplicaView("b", True, {"1": VersionState(READY)})))
+    assert view.state("1") == kept and view.ready_on("1") == (2, 2)
+    assert ModelView("m", (ReplicaView("b", True, {"1": VersionState(READY)}),)).state("1") == VersionState(READY)
