@@ -21,7 +21,7 @@ from tensorgate.errors import ModelNotFound, Unavailable
 from services.modelservice.batching import BatchPolicy
 from services.modelservice.runners import Model, load_model
 from services.queue.catalog import LOADING, READY, UNAVAILABLE, Announcement, VersionState
-from tensorgate.repository import CONFIG_FILE, ModelSpec, load_specs
+from tensorgate.repository import CONFIG_FILE, ModelSpec, load_specs, select_versions, spec_from_config, versions_of
 from services.settings import ModelServiceSettings
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,8 @@ class ModelVersions:
     async def sync(self) -> list[str]:
         """Serve what the repository says now: load and warm new or changed versions in the
         background, swap, retire the versions dropped or replaced. Returns the versions loaded.
-        Raises the error of a version that failed to load (the old set keeps serving)."""
+        Raises the error of a version that failed to load, after serving what the policy selects
+        without it (what it would have replaced keeps serving)."""
         async with self._lock:
             self._signature = _disk_signature(self.model_dir)
             try:
@@ -148,30 +149,43 @@ class ModelVersions:
             changed = {v: spec for v, spec in wanted.items()
                        if v not in current or current[v].spec.config != spec.config}
             loaded: dict[str, LoadedVersion] = {}
-            failure: Exception | None = None
-            for version, spec in sorted(changed.items(), key=lambda item: int(item[0])):
-                self.states[version] = VersionState(LOADING, "loading")
-                try:
-                    loaded[version] = await asyncio.to_thread(self._build_warm, spec)
-                    self.states.pop(version, None)
-                except Exception as err:  # a broken graph: keep serving the old set
-                    log.exception("model %s: version %s failed to load", self.name, version)
-                    self.states[version] = VersionState(UNAVAILABLE, f"failed to load: {type(err).__name__}: {err}")
-                    failure = failure or err
-            new = {v: loaded.get(v) or current[v] for v in wanted if v in loaded or v in current}
-            if failure is not None:
-                # A version the policy drops for one that failed (latest 1: version 2 broken)
-                # keeps serving until its replacement loads: never from serving to nothing.
-                new = {**{v: lv for v, lv in current.items() if v not in new}, **new}
+            failures: list[Exception] = []
+            await self._load_into(loaded, changed, failures)
+            serve = list(wanted)
+            failed = [v for v in changed if v not in loaded and v not in current]
+            if failed and not self.settings.version:
+                # The policy chooses again as if the versions that failed to load were not there:
+                # under latest 1 a broken version 2 leaves version 1, which it would have
+                # replaced, serving (loaded now if it is not, e.g. after an unload); a version
+                # deleted or outside the policy is not kept.
+                config = next(iter(wanted.values())).config
+                serve = select_versions(config, [v for v in versions_of(self.model_dir) if v not in failed])
+                await self._load_into(loaded, {v: spec_from_config(config, v, self.model_dir / v) for v in serve
+                                               if v not in loaded and v not in current}, failures)
+            new = {v: loaded.get(v) or current[v] for v in serve if v in loaded or v in current}
             for v in list(self.states):
-                if v not in wanted:
-                    self.states.pop(v)
+                if (v not in wanted and v not in serve) or (v not in changed and v in current):
+                    self.states.pop(v)  # gone, or its config is the loaded one again (a reverted edit)
             self._swap(new)
-            if failure is not None:
-                raise failure
+            if failures:
+                raise failures[0]
             if loaded or set(new) != set(current):
                 log.info("model %s: serving versions %s (loaded %s)", self.name, sorted(new, key=int), sorted(loaded, key=int))
             return sorted(loaded, key=int)
+
+    async def _load_into(self, loaded: dict[str, LoadedVersion], specs: dict[str, ModelSpec],
+                         failures: list[Exception]) -> None:
+        """Load and warm each version in the background, lowest first; a failure is recorded in
+        its state and in `failures`, and the others still load."""
+        for version, spec in sorted(specs.items(), key=lambda item: int(item[0])):
+            self.states[version] = VersionState(LOADING, "loading")
+            try:
+                loaded[version] = await asyncio.to_thread(self._build_warm, spec)
+                self.states.pop(version, None)
+            except Exception as err:  # a broken graph: keep serving the old set
+                log.exception("model %s: version %s failed to load", self.name, version)
+                self.states[version] = VersionState(UNAVAILABLE, f"failed to load: {type(err).__name__}: {err}")
+                failures.append(err)
 
     def _build_warm(self, spec: ModelSpec) -> LoadedVersion:
         lv = build(spec, self.settings)
@@ -210,10 +224,13 @@ class ModelVersions:
         log.info("model %s: version %s retired", self.name, lv.version)
 
     async def load(self) -> list[str]:
-        """RepositoryModelLoad: take work again (if unloaded) and serve what the repository says."""
-        loaded = await self.sync()
-        self.accepting = True
-        return loaded
+        """RepositoryModelLoad: take work again (if unloaded) and serve what the repository says;
+        a version that failed to load is the caller's error, and what did load serves."""
+        try:
+            return await self.sync()
+        finally:
+            if self.current:
+                self.accepting = True
 
     async def unload(self, drain_s: float) -> None:
         """RepositoryModelUnload: stop taking new work (gateways see it with the next heartbeat),

@@ -3,6 +3,7 @@ announcements into one state per version."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,108 @@ def test_a_ready_version_with_a_reason_is_still_ready_and_shows_it() -> None:
     view = ModelView("m", (ReplicaView("a", True, {"1": kept}), ReplicaView("b", True, {"1": VersionState(READY)})))
     assert view.state("1") == kept and view.ready_on("1") == (2, 2)
     assert ModelView("m", (ReplicaView("b", True, {"1": VersionState(READY)}),)).state("1") == VersionState(READY)
+
+
+
+def _versions_after(tmp_path: Path, policy: str, folders: list[str], change: Callable[[Path], None],
+                    unload_first: bool = False) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """(versions served, announced states) after `change` to a repository served with `policy`."""
+    import asyncio
+    import shutil
+
+    from services.modelservice.versions import ModelVersions
+    from services.settings import ModelServiceSettings
+
+    make_tiny_repository(tmp_path, "m")
+    model = tmp_path / "m"
+    config = model / "config.pbtxt"
+    config.write_text(config.read_text() + f"version_policy {{ {policy} }}\n")
+    for v in folders:
+        (model / v).mkdir()
+        shutil.copy(model / "1" / "model.onnx", model / v / "model.onnx")
+
+    async def main() -> tuple[list[str], dict[str, tuple[str, str]]]:
+        versions = ModelVersions(ModelServiceSettings(name="m", model_repository=tmp_path, device="cpu",
+                                                      intra_op_threads=1))
+        versions.load_initial()
+        if unload_first:
+            await versions.unload(0.0)
+        change(model)
+        try:
+            await (versions.load() if unload_first else versions.sync())
+        except Exception:
+            pass
+        served = sorted(versions.current, key=int)
+        states = {v: (s.state, s.reason[:40]) for v, s in versions.announcement().versions.items()}
+        assert versions.accepting  # a load that partly failed still takes work
+        for lv in versions.current.values():
+            lv.close()
+        return served, states
+
+    return asyncio.run(main())
+
+
+def _broken(model: Path, version: str) -> None:
+    (model / version).mkdir(exist_ok=True)
+    (model / version / "model.onnx").write_bytes(b"not an onnx graph")
+
+
+def test_after_a_failed_load_the_policy_chooses_again_without_the_failed_version(tmp_path: Path) -> None:
+    import shutil
+
+    # A rollback: version 3 deleted, version 1 (now wanted) broken. Version 2 alone, not 3.
+    def rollback(model: Path) -> None:
+        shutil.rmtree(model / "3")
+        (model / "1" / "model.onnx").write_bytes(b"broken")
+
+    served, states = _versions_after(tmp_path / "a", "latest { num_versions: 2 }", ["2", "3"], rollback)
+    assert served == ["2"] and states["1"][0] == UNAVAILABLE and "3" not in states
+    # latest 2 over 1, 2 with a broken 3 and a good 4: 2 and 4, not three versions.
+    def broken_and_good(model: Path) -> None:
+        _broken(model, "3")
+        (model / "4").mkdir()
+        shutil.copy(model / "1" / "model.onnx", model / "4" / "model.onnx")
+
+    served, _ = _versions_after(tmp_path / "b", "latest { num_versions: 2 }", ["2"], broken_and_good)
+    assert served == ["2", "4"]
+    # A deleted version is not kept for a broken one.
+    def deleted_and_broken(model: Path) -> None:
+        shutil.rmtree(model / "1")
+        _broken(model, "3")
+
+    served, _ = _versions_after(tmp_path / "c", "all { }", ["2"], deleted_and_broken)
+    assert served == ["2"]
+    # After an unload, a load whose newest version is broken loads the one it would have replaced.
+    served, states = _versions_after(tmp_path / "d", "latest { num_versions: 1 }", [], lambda m: _broken(m, "2"),
+                                     unload_first=True)
+    assert served == ["1"] and states["1"] == (READY, "") and states["2"][0] == UNAVAILABLE
+
+
+def test_a_config_edit_that_failed_and_was_reverted_leaves_no_stale_reason(tmp_path: Path) -> None:
+    import asyncio
+
+    from services.modelservice.versions import ModelVersions
+    from services.settings import ModelServiceSettings
+
+    make_tiny_repository(tmp_path, "m")
+    config = tmp_path / "m" / "config.pbtxt"
+    original = config.read_text()
+
+    async def main() -> list[tuple[str, str]]:
+        versions = ModelVersions(ModelServiceSettings(name="m", model_repository=tmp_path, device="cpu",
+                                                      intra_op_threads=1))
+        versions.load_initial()
+        seen = []
+        for text in (original + 'parameters { key: "typo" value: { string_value: "1" } }\n', original):
+            config.write_text(text)
+            try:
+                await versions.sync()
+            except ValueError:
+                pass
+            state = versions.announcement().versions["1"]
+            seen.append((state.state, state.reason[:27]))
+        for lv in versions.current.values():
+            lv.close()
+        return seen
+
+    assert asyncio.run(main()) == [(READY, "serving its previous config"), (READY, "")]
