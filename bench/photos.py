@@ -25,23 +25,38 @@ MAX_ROWS = 20  # photos listed one by one
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
+def photos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
+
+
 def time_photos(folder: Path, out: Path, calls: int) -> None:
     """Child side: time prepare_digit of whichever tensorgate is on the path; write the mean ms
-    per call of each photo to out/times.json and its outputs to out/inputs.npz."""
+    per call of each photo it prepares to out/times.json, what it refuses (name: the error) to
+    out/refused.json and the prepared inputs to out/inputs.npz."""
     import numpy as np
 
-    from tensorgate.digits import prepare_digit
+    from tensorgate.digits import DigitImageError, prepare_digit
 
-    times, inputs = {}, {}
-    for photo in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES):
+    times, refused, inputs = {}, {}, {}
+    for photo in photos_in(folder):
         data = photo.read_bytes()
-        inputs[photo.name] = prepare_digit(data)  # also the warm-up
+        try:
+            inputs[photo.name] = prepare_digit(data)  # also the warm-up
+        except DigitImageError as err:
+            refused[photo.name] = f"{type(err).__name__}: {err}"
+            continue
         start = time.process_time()
         for _ in range(calls):
             prepare_digit(data)
         times[photo.name] = (time.process_time() - start) / calls * 1000
     (out / "times.json").write_text(json.dumps(times))
+    (out / "refused.json").write_text(json.dumps(refused))
     np.savez(out / "inputs.npz", **inputs)  # type: ignore[arg-type]  # numpy stubs match **kwds to allow_pickle
+
+
+# The child runs this file by path, from `-c` so that bench/ (whose profile.py would shadow the
+# standard library's) is not first on its path, with the side's checkout on PYTHONPATH.
+CHILD = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
 def run_side(tree: Path, folder: Path, out: Path, calls: int) -> dict[str, float]:
@@ -49,19 +64,25 @@ def run_side(tree: Path, folder: Path, out: Path, calls: int) -> dict[str, float
 
     out.mkdir(parents=True, exist_ok=True)
     env = {**side_env(tree), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--time-into", str(out), "--calls", str(calls),
-                    "--folder", str(folder.resolve())],
-                   cwd=tree, env=env, check=True)
+    subprocess.run([sys.executable, "-c", CHILD, str(Path(__file__).resolve()), "--time-into", str(out),
+                    "--calls", str(calls), "--folder", str(folder.resolve())], cwd=tree, env=env, check=True)
     times: dict[str, float] = json.loads((out / "times.json").read_text())
     return times
 
 
-def same_inputs(a: Path, b: Path) -> list[str]:
-    """Photos whose prepared inputs differ between two sides."""
+def differences(a: Path, b: Path) -> list[str]:
+    """Photos whose prepared inputs are not the same bytes (dtype and shape included) on two
+    sides, or that one side refuses and the other does not (or refuses otherwise)."""
     import numpy as np
 
+    refused_a, refused_b = (json.loads((side / "refused.json").read_text()) for side in (a, b))
+    differ = sorted(n for n in set(refused_a) | set(refused_b) if refused_a.get(n) != refused_b.get(n))
     with np.load(a / "inputs.npz") as x, np.load(b / "inputs.npz") as y:
-        return [name for name in x.files if not np.array_equal(x[name], y[name])]
+        for name in sorted(set(x.files) & set(y.files)):
+            u, v = x[name], y[name]
+            if u.dtype != v.dtype or u.shape != v.shape or u.tobytes() != v.tobytes():
+                differ.append(name)
+    return differ
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.time_into:
         time_photos(args.folder, args.time_into, args.calls)
         return 0
+    if not photos_in(args.folder):
+        parser.error(f"no photos ({', '.join(sorted(SUFFIXES))}) in {args.folder}")
     from bench.ab import worktree
 
     with tempfile.TemporaryDirectory(prefix="tensorgate-photos-") as tmp_name:
@@ -90,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             for turn in range(args.rounds):
                 for name, tree in (sides if turn % 2 == 0 else sides[::-1]):
                     runs[name].append(run_side(tree, args.folder, tmp / f"{name.replace(' ', '_')}-{turn}", args.calls))
-            differ = same_inputs(tmp / f"{sides[0][0].replace(' ', '_')}-0", tmp / "this_checkout-0") if args.base else []
+            differ = differences(tmp / f"{sides[0][0].replace(' ', '_')}-0", tmp / "this_checkout-0") if args.base else []
+            refused = json.loads((tmp / "this_checkout-0" / "refused.json").read_text())
         finally:
             if args.base:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "base")], cwd=ROOT, capture_output=True)
@@ -106,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         values = [m[n] if n in m else sum(m.values()) for m in median.values()]
         ratio = f" | ×{values[1] / values[0]:.2f}" if args.base else ""
         print(f"| {n} | " + " | ".join(f"{v:.1f}" for v in values) + ratio + " |")
+    if refused:
+        print(f"\nRefused by this checkout (not timed): {len(refused)}, e.g. {next(iter(refused.items()))}")
     if args.base:
-        print("\n" + ("The same prepared inputs on both sides, bit for bit." if not differ
+        print("\n" + ("The same prepared inputs (and refusals) on both sides, bit for bit." if not differ
                       else f"Prepared inputs differ for: {', '.join(differ)}"))
     return 0
 

@@ -39,6 +39,8 @@ def ink_mask(ink: np.ndarray, noise: float) -> np.ndarray:
     h, w = mask.shape
     mask[_longest_run(mask) >= 0.85 * w] = False
     mask[:, _longest_run(mask.T) >= 0.85 * h] = False
+    if not mask.any():  # nothing but lines across the page (blank ruled or squared paper)
+        raise NoInk("no ink: only lines across the whole picture stand out (ruled or squared paper, no digit)")
     labels, areas = _components(mask)
     largest = int(areas.max())
     # Specks: far smaller than the main stroke. A digit's second stroke (the bar of a 4 or 5,
@@ -84,7 +86,7 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     that touch are merged (union-find); only the runs go through Python, not the pixels."""
     h, w = mask.shape
     padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
+    padded[:, 1:-1] = mask.astype(bool)  # any truthy value is ink
     edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 just after it ends
     rows, starts = np.nonzero(edges == 1)
     ends = np.nonzero(edges == -1)[1]  # exclusive, in the same (row-major) order

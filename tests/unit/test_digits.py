@@ -137,6 +137,16 @@ def test_specks_and_ruled_lines_are_not_ink() -> None:
     assert correlation(x, prepare_digit(encode(seven(), "PNG"))[0]) > 0.85
 
 
+def test_blank_ruled_paper_is_no_ink_not_a_crash() -> None:
+    """Every line removed leaves nothing: NoInk (INVALID_ARGUMENT when served), not a ValueError."""
+    img = Image.new("L", (300, 300), 235)
+    draw = ImageDraw.Draw(img)
+    for y in range(20, 300, 25):
+        draw.line([(0, y), (299, y)], fill=90, width=2)
+    with pytest.raises(NoInk, match="only lines across the whole picture"):
+        prepare_digit(encode(img, "PNG"))
+
+
 def test_mnist_digits_come_back_nearly_unchanged() -> None:
     for path in sorted(SAMPLES.glob("*.png")):
         original = np.asarray(Image.open(path), dtype=np.float32) / 255.0
