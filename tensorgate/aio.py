@@ -94,8 +94,11 @@ class AsyncClient:
         return wire.inferred(await self._call(self._kserve.ModelInfer, request, timeout_s))
 
     async def models(self, *, timeout_s: float | None = None) -> list[ModelState]:
-        index = await self._call(self._kserve.RepositoryIndex, kserve.RepositoryIndexRequest(), timeout_s)
-        return wire.model_states(index)
+        return wire.model_states(await self.repository_index(timeout_s=timeout_s))
+
+    async def repository_index(self, *, timeout_s: float | None = None) -> kserve.RepositoryIndexResponse:
+        """As Client.repository_index: every model version, its state and why when not plainly ready."""
+        return await self._call(self._kserve.RepositoryIndex, kserve.RepositoryIndexRequest(), timeout_s)
 
     async def statistics(self, model: str = "", *, timeout_s: float | None = None) -> kserve.ModelStatisticsResponse:
         return await self._call(self._kserve.ModelStatistics, kserve.ModelStatisticsRequest(name=model), timeout_s)

@@ -67,8 +67,8 @@ def _generate(client: Client, args: argparse.Namespace) -> None:
 
 
 def _models(client: Client, args: argparse.Namespace) -> None:
-    for name, version, state in client.models():
-        print(f"{name:<20} {version:>7}  {state}")
+    for m in client.repository_index().models:
+        print(f"{m.name:<20} {m.version:>7}  {m.state}" + (f"  ({m.reason})" if m.reason else ""))
 
 
 def _mean_ms(ns: int, count: int) -> str:

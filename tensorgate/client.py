@@ -105,7 +105,12 @@ class Client:
 
     def models(self, *, timeout_s: float | None = None) -> list[ModelState]:
         """(name, version, state) of every model the gateway serves."""
-        return wire.model_states(self._call(self._kserve.RepositoryIndex, kserve.RepositoryIndexRequest(), timeout_s))
+        return wire.model_states(self.repository_index(timeout_s=timeout_s))
+
+    def repository_index(self, *, timeout_s: float | None = None) -> kserve.RepositoryIndexResponse:
+        """RepositoryIndex as the gateway answers it: every model version, its state and, when it
+        is not plainly ready, why (e.g. the error of a version that failed to load)."""
+        return self._call(self._kserve.RepositoryIndex, kserve.RepositoryIndexRequest(), timeout_s)
 
     def statistics(self, model: str = "", *, timeout_s: float | None = None) -> kserve.ModelStatisticsResponse:
         """Triton's ModelStatistics of one model, or of all when `model` is empty."""

@@ -45,7 +45,8 @@ def test_models_and_stats(stack: Stack, capsys: pytest.CaptureFixture[str]) -> N
     code, out, _ = run(capsys, "models", "--url", url)
     assert code == 0
     assert any(line.split() == ["mnist_mlp", "1", "READY"] for line in out.splitlines())
-    assert any(line.split() == ["orphan", "1", "UNAVAILABLE"] for line in out.splitlines())
+    # Not ready, and why (the gateway's RepositoryIndex reason).
+    assert "orphan                     1  UNAVAILABLE  (no replica is serving this model)" in out.splitlines()
     code, out, _ = run(capsys, "stats", "mnist_mlp", "--url", url)
     assert code == 0 and out.splitlines()[1].split()[0] == "mnist_mlp"
     code, out, _ = run(capsys, "stats", "--url", url)

@@ -40,6 +40,8 @@ def test_blocking_client(stack: Stack) -> None:
         direct = client.infer("mnist_mlp", {"image": images})["probabilities"]
         np.testing.assert_allclose(direct, probabilities, atol=1e-6)
         assert ("mnist_mlp", "1", "READY") in client.models() and ("orphan", "1", "UNAVAILABLE") in client.models()
+        reasons = {(m.name, m.state): m.reason for m in client.repository_index().models}
+        assert reasons[("orphan", "UNAVAILABLE")] == "no replica is serving this model"
         stats = client.statistics("mnist_mlp").model_stats[0]
         assert stats.name == "mnist_mlp" and stats.inference_stats.success.count >= 3
         assert client.live()
@@ -62,6 +64,7 @@ def test_asyncio_client(stack: Stack, tmp_path: Path) -> None:
             direct = await client.infer("mnist_mlp", {"image": images})
             np.testing.assert_allclose(direct["probabilities"], reference(stack, images), atol=1e-6)
             assert ("mnist_mlp", "1", "READY") in await client.models()
+            assert {m.name for m in (await client.repository_index()).models} >= {"mnist_mlp", "orphan"}
             assert (await client.statistics()).model_stats
             assert await client.ready() is False  # `orphan` has no replica
             with pytest.raises(FileNotFoundError):  # files are read on the client, off the loop
