@@ -42,6 +42,17 @@ Spans = tuple[int, int, int]  # (compute_input, compute_infer, compute_output) n
 ROW_COST_SMOOTHING = 0.2  # weight of the newest batch in LoadedVersion.row_cost_ns
 
 
+ALONE_INLINE_MAX_US = 2000  # the limit for a lone request that is all its gateway has in flight
+
+
+def inline_limit_us(limit_us: int, alone: bool) -> int:
+    """The limit runs_inline applies: `limit_us`, or up to ALONE_INLINE_MAX_US for a batch of one
+    request that is all its gateway has in flight (intake.missing_inflight is 0: a closed-loop
+    client waits for this answer), since then nothing can arrive for the event loop to gather
+    while it runs, and the thread's hand-off is pure cost. 0 (always a thread) stays 0."""
+    return max(limit_us, ALONE_INLINE_MAX_US) if alone and limit_us > 0 else limit_us
+
+
 def runs_inline(version: LoadedVersion, requests: Sequence[ValidRequest], limit_us: int) -> bool:
     """Whether this batch may run on the event loop: one model instance (more run in parallel
     threads), a known recent cost per row that puts the batch under `limit_us`, and no BYTES

@@ -25,8 +25,8 @@ from redis.exceptions import RedisError
 from services.coalesce import Coalescer
 from services.grpc.statistics import execution_fields
 from services.metrics import Metrics
-from services.modelservice.execution import Poison, Result, run_batch, runs_inline
-from services.modelservice.intake import Intake, Job, Reply, error_reply
+from services.modelservice.execution import Poison, Result, inline_limit_us, run_batch, runs_inline
+from services.modelservice.intake import Intake, Job, Reply, error_reply, missing_inflight
 from services.modelservice.runners import ContinuousModel
 from services.modelservice.versions import ModelVersions
 from services.queue.counters import StatisticsBuffer
@@ -234,7 +234,10 @@ class Worker:
         poisoned: list[tuple[Job, str]] = []
         try:
             valid = [j.valid for j in jobs]
-            if runs_inline(loaded, valid, self.settings.inline_batch_max_us):
+            # A lone request that is all its gateway has in flight (a closed-loop client at c=1).
+            alone = len(jobs) == 1 and missing_inflight(jobs) == 0
+            limit_us = inline_limit_us(self.settings.inline_batch_max_us, alone)
+            if runs_inline(loaded, valid, limit_us):
                 results, timings = run_batch(loaded, valid, outputs, self.metrics, self.settings.max_deliveries)
             else:
                 results, timings = await loop.run_in_executor(

@@ -59,3 +59,18 @@ def test_bytes_inputs_and_parallel_instances_always_take_a_thread(version: Loade
     parallel = dataclasses.replace(version, spec=dataclasses.replace(version.spec, instance_count=2))
     parallel.row_cost_ns = version.row_cost_ns
     assert not runs_inline(parallel, [image_request()], 10_000)
+
+
+def test_a_batch_holding_all_its_gateways_have_in_flight_may_run_inline_up_to_a_higher_limit(
+        version: LoadedVersion) -> None:
+    from services.modelservice.execution import ALONE_INLINE_MAX_US, inline_limit_us
+
+    assert inline_limit_us(200, alone=False) == 200
+    assert inline_limit_us(200, alone=True) == ALONE_INLINE_MAX_US
+    assert inline_limit_us(5000, alone=True) == 5000  # a higher setting stands
+    assert inline_limit_us(0, alone=True) == 0  # 0: always a thread, alone or not
+    version.row_cost_ns = 500_000  # 0.5 ms a row: over the usual limit, under the alone one
+    requests = [image_request(2)]
+    assert not runs_inline(version, requests, inline_limit_us(200, alone=False))
+    assert runs_inline(version, requests, inline_limit_us(200, alone=True))
+    assert not runs_inline(version, [image_request(8)], inline_limit_us(200, alone=True))  # 4 ms: a thread
