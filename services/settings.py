@@ -103,7 +103,8 @@ class ModelServiceSettings(ServerSettings):
     inline_batch_max_us: int = Field(
         200, ge=0, description="A batch whose model has lately cost less than this (per row, times its rows) runs "
         "on the event loop instead of an executor thread, whose hand-off costs more than such a call "
-        "(one model instance, tensor inputs only; 0: always a thread)."
+        "(one model instance, tensor inputs only; 0: always a thread). A lone request that is all its gateway has "
+        "in flight may run so up to 2,000 us (nothing can arrive meanwhile)."
     )
     max_image_bytes: int = Field(
         10_000_000, gt=0, description="Largest encoded image (image_bytes of the classifiers), in bytes."
