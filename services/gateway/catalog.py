@@ -175,8 +175,8 @@ class Catalog:
                 disk = self._disk[name]
                 entries.append(IndexEntry(name, disk.version, catalog.UNAVAILABLE, "no replica is serving this model"))
                 continue
-            # A version that failed to load has no config but is announced, with why: listed too.
-            for version in sorted(set(self.versions(name)) | set(view.versions()), key=catalog.version_key):
+            # Every announced version, those that failed to load (no config) too, with why.
+            for version in view.versions():
                 state = view.state(version)
                 entries.append(IndexEntry(name, version, state.state, state.reason))
         return entries

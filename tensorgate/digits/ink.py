@@ -52,14 +52,22 @@ def ink_mask(ink: np.ndarray, noise: float) -> np.ndarray:
     return mask
 
 
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W) mask (any truthy value is ink) -> the runs of ink along its rows, in row-major
+    order: (row, start, end) arrays, `end` exclusive."""
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask.astype(bool)
+    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 just after it ends
+    rows, starts = np.nonzero(edges == 1)
+    return rows, starts, np.nonzero(edges == -1)[1]
+
+
 def _longest_run(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool -> (H,) the longest run of True in each row."""
-    padded = np.pad(mask, ((0, 0), (1, 1))).astype(np.int8)
-    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 just after it ends
-    rows_s, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
+    rows, starts, ends = _runs(mask)
     longest = np.zeros(mask.shape[0], dtype=np.int64)
-    np.maximum.at(longest, rows_s, ends - starts)
+    np.maximum.at(longest, rows, ends - starts)
     return longest
 
 
@@ -85,11 +93,7 @@ def _label(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows touch (8-connected) when each starts at most one pixel after the other ends, and runs
     that touch are merged (union-find); only the runs go through Python, not the pixels."""
     h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask.astype(bool)  # any truthy value is ink
-    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 just after it ends
-    rows, starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)[1]  # exclusive, in the same (row-major) order
+    rows, starts, ends = _runs(mask)
     labels = np.zeros((h, w), dtype=np.int32)
     if not len(starts):
         return labels, np.zeros(0, dtype=np.int64)

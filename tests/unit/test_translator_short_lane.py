@@ -6,6 +6,8 @@ faults in either lane."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -110,6 +112,14 @@ def expected(sentences: list[str], reference: dict[int, list[tuple[str, float]]]
 SHORT = "Ja."
 
 
+def run_then_close(m: TranslatorModel, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run an async scenario against `m`, closing its loops whatever the scenario raised."""
+    try:
+        asyncio.run(scenario())
+    finally:
+        m.close()
+
+
 def test_a_cancel_goes_to_the_requests_own_lane(reference: dict[int, list[tuple[str, float]]]) -> None:
     m, faulty, loop = short_lane_model()
 
@@ -128,10 +138,7 @@ def test_a_cancel_goes_to_the_requests_own_lane(reference: dict[int, list[tuple[
         await asyncio.to_thread(wait_until, lambda: not any(lane.busy for lane in loop.lanes))
         assert m.room() == 2 * m.max_sentences and loop.short.counters.steps == 0  # type: ignore[union-attr]
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        m.close()
+    run_then_close(m, scenario)
 
 
 def test_a_failing_short_lane_step_fails_only_its_own_requests(
@@ -154,10 +161,7 @@ def test_a_failing_short_lane_step_fails_only_its_own_requests(
         assert [t.decode() for t in out["translation"]] == expected([SHORT, SENTENCES[12]], reference)
         assert m.room() == 2 * m.max_sentences
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        m.close()
+    run_then_close(m, scenario)
 
 
 def test_a_loop_error_with_both_lanes_running_fails_both_and_starts_them_afresh(
@@ -184,7 +188,4 @@ def test_a_loop_error_with_both_lanes_running_fails_both_and_starts_them_afresh(
         assert [t.decode() for t in out["translation"]] == expected([SHORT, LONG[0]], reference)
         assert m.room() == 2 * m.max_sentences
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        m.close()
+    run_then_close(m, scenario)

@@ -36,27 +36,31 @@ def runner_class(spec: ModelSpec) -> type[Model]:
     return cls
 
 
+def _known_parameters(spec: ModelSpec, cls: type[Model]) -> frozenset[str]:
+    return cls.PARAMETERS | config_parameters(spec)
+
+
 def unknown_parameters(spec: ModelSpec) -> list[str]:
     """Config `parameters` that neither the model's runner nor request validation reads."""
-    known = runner_class(spec).PARAMETERS | config_parameters(spec)
-    return sorted(set(spec.parameters) - known)
+    return sorted(set(spec.parameters) - _known_parameters(spec, runner_class(spec)))
 
 
-def check_parameters(spec: ModelSpec) -> None:
-    """ValueError naming every config parameter that neither the runner nor request validation
-    reads, and the ones they do (a typo would otherwise be a setting silently ignored)."""
-    unknown = unknown_parameters(spec)
+def check_parameters(spec: ModelSpec, cls: type[Model] | None = None) -> None:
+    """ValueError naming every config parameter that neither the runner (`cls`, else the one the
+    config names) nor request validation reads, and the ones they do (a typo would otherwise be
+    a setting silently ignored)."""
+    known = _known_parameters(spec, cls or runner_class(spec))
+    unknown = sorted(set(spec.parameters) - known)
     if unknown:
-        known = sorted(runner_class(spec).PARAMETERS | config_parameters(spec))
         raise ValueError(f"model '{spec.name}': config parameter(s) {', '.join(unknown)} not read by runner "
                          f"'{spec.parameters.get('runner', 'onnx')}' or by request validation "
-                         f"(known: {', '.join(known)})")
+                         f"(known: {', '.join(sorted(known))})")
 
 
 def load_model(spec: ModelSpec, settings: ModelServiceSettings) -> Model:
     """The config's runner, built for this version; ValueError for a config it cannot serve."""
     cls = runner_class(spec)
-    check_parameters(spec)
+    check_parameters(spec, cls)
     runner_cls: Any = cls  # every runner takes (spec, settings); Model itself declares no __init__
     model: Model = runner_cls(spec, settings)
     return model
